@@ -1,0 +1,22 @@
+//! shardcache: a distributed in-memory cache. One pinned thread per core,
+//! each owning a shard of the keys; a hand-written HTTP/2 + gRPC server on
+//! io_uring. See docs/architecture.md for the map.
+//!
+//! - [`config`]: flags and their parsing.
+//! - [`runtime`]: the only door to glommio (executors, sockets, timers, mesh).
+//! - [`store`]: one shard's map, LRU, TTLs and byte budget. No I/O.
+//! - [`protocol`]: HTTP/2 and gRPC, bytes in and out. No sockets, no store.
+//! - [`shard`]: a core's state, key routing and cross-core hand-off.
+//! - [`server`]: start-up and the per-connection loop that composes them.
+
+pub mod config;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod shard;
+pub mod store;
+
+/// Messages generated from proto/cache.proto by prost.
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/cache.rs"));
+}

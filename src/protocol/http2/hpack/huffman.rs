@@ -1,0 +1,1 @@
+//! Huffman code (RFC 7541 Appendix B). STUB

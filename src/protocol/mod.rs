@@ -1,0 +1,8 @@
+//! Wire protocols, free of sockets and of storage: bytes in, typed events
+//! out, and encoders for the replies.
+//!
+//! - [`http2`]: HTTP/2 framing, HPACK and per-connection state (RFC 9113/7540, 7541).
+//! - [`grpc`]: the gRPC layer on top: routes, message framing, status, deadlines.
+
+pub mod grpc;
+pub mod http2;

@@ -1,0 +1,264 @@
+//! The io_uring runtime, kept behind one small door.
+//!
+//! Everything shardcache needs from glommio — pinned executors, TCP
+//! listeners and streams, timers, task spawning and the cross-core channel
+//! mesh — is wrapped here with exactly the operations the server uses, so
+//! that replacing glommio (0.9, no longer maintained upstream) touches this
+//! module only. Nothing else in the crate names glommio.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` sets
+/// it), read from /proc so that no unsafe `sched_getaffinity` is needed.
+pub fn allowed_cpus() -> Vec<usize> {
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| parse_cpu_list(l.trim()))
+        })
+        .filter(|v| !v.is_empty());
+    from_proc.unwrap_or_else(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n).collect()
+    })
+}
+
+/// Parses a kernel CPU list such as "0-3,8,10-11".
+pub fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut ends = part.splitn(2, '-').map(|x| x.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), None) => cpus.push(a),
+            (Some(Ok(a)), Some(Ok(b))) if a <= b && b - a < 65_536 => cpus.extend(a..=b),
+            _ => return Vec::new(),
+        }
+    }
+    cpus
+}
+
+/// glommio registers buffers with io_uring, which needs locked memory.
+/// Raise RLIMIT_MEMLOCK's soft limit as far as the hard limit allows; fail
+/// with an operator-facing explanation when even that is too small.
+pub fn raise_memlock() -> Result<u64, String> {
+    use rlimit::Resource;
+    const NEEDED: u64 = 8 << 20;
+    let (soft, hard) = Resource::MEMLOCK
+        .get()
+        .map_err(|e| format!("cannot read RLIMIT_MEMLOCK: {e}"))?;
+    if soft >= NEEDED && soft == hard {
+        return Ok(soft);
+    }
+    match Resource::MEMLOCK.set(hard, hard) {
+        Ok(()) => Ok(hard),
+        Err(_) if soft >= NEEDED => Ok(soft),
+        Err(e) => Err(format!(
+            "io_uring needs locked memory but RLIMIT_MEMLOCK is {soft} bytes (hard limit {hard}) \
+             and raising it failed: {e}. Raise it with `ulimit -l unlimited` in the starting \
+             shell, or `LimitMEMLOCK=infinity` in the systemd unit."
+        )),
+    }
+}
+
+/// A handle on one shard's executor thread.
+pub struct ShardThread(glommio::ExecutorJoinHandle<()>);
+
+impl ShardThread {
+    pub fn join(self) -> Result<(), String> {
+        self.0.join().map_err(|e| e.to_string())
+    }
+}
+
+/// Starts one executor on its own thread pinned to `cpu`, and runs the
+/// future made by `make` on it. `spin` is how long the executor spins before
+/// parking in the kernel when it runs out of work.
+pub fn spawn_shard<G, F>(name: &str, cpu: usize, spin: Duration, make: G) -> io::Result<ShardThread>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(name)
+        // We do no file I/O: keep the registered (locked) buffer pool small.
+        .io_memory(256 << 10);
+    if !spin.is_zero() {
+        builder = builder.spin_before_park(spin);
+    }
+    builder
+        .spawn(make)
+        .map(ShardThread)
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Runs a task on the current shard; it lives on after the handle is dropped.
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Lets other tasks of this shard run if this one has had the CPU long enough.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await
+}
+
+/// A listening socket with SO_REUSEPORT: every shard binds the same address
+/// and the kernel spreads connections over them.
+pub struct Listener(TcpListener);
+
+impl Listener {
+    pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        TcpListener::bind(addr)
+            .map(Listener)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr().map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    pub async fn accept(&self) -> io::Result<Stream> {
+        let s = self
+            .0
+            .accept()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Stream(s))
+    }
+}
+
+/// One TCP connection. Reads are cancellation-safe: a read future dropped
+/// before completion loses no bytes (glommio tries a non-blocking recv at
+/// poll time and otherwise only waits for readiness).
+pub struct Stream(TcpStream);
+
+impl Stream {
+    pub fn set_nodelay(&self) -> io::Result<()> {
+        self.0
+            .set_nodelay(true)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).await
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf).await
+    }
+
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.0.close().await
+    }
+}
+
+/// Reserves `addr` for the shards before any of them listens, so that port 0
+/// resolves to one port for all of them: a bound, not listening SO_REUSEPORT
+/// socket holds the port without taking connections. Drop it once every
+/// shard has bound.
+pub fn reserve_port(addr: SocketAddr) -> io::Result<(socket2::Socket, SocketAddr)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    let local = sock
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
+    Ok((sock, local))
+}
+
+/// The all-to-all channel mesh between shards. Build one before starting
+/// the shards and give each shard a clone; each joins from its own executor.
+pub struct Mesh<T: Send + 'static>(MeshBuilder<T, glommio::channels::channel_mesh::Full>);
+
+impl<T: Send + 'static> Clone for Mesh<T> {
+    fn clone(&self) -> Self {
+        Mesh(self.0.clone())
+    }
+}
+
+impl<T: Send + 'static> Mesh<T> {
+    pub fn new(shards: usize, capacity: usize) -> Self {
+        Mesh(MeshBuilder::full(shards, capacity))
+    }
+
+    /// Joins from the calling shard's executor; returns once every shard
+    /// joined. The shard's index in the mesh is `MeshSender::shard_id`.
+    pub async fn join(self) -> io::Result<(MeshSender<T>, MeshReceiver<T>)> {
+        let (s, r) = self
+            .0
+            .join()
+            .await
+            .map_err(|_| io::Error::other("joining the cross-core channel mesh failed"))?;
+        Ok((MeshSender(s), MeshReceiver(r)))
+    }
+}
+
+/// This shard's sending ends towards every other shard.
+pub struct MeshSender<T: Send>(Senders<T>);
+
+impl<T: Send> MeshSender<T> {
+    pub fn shard_id(&self) -> usize {
+        self.0.peer_id()
+    }
+
+    /// Waits while the channel to `to` is full. Fails when the peer has gone
+    /// away (or `to` is not a peer); the message is returned when it can be.
+    pub async fn send(&self, to: usize, msg: T) -> Result<(), Option<T>> {
+        self.0.send_to(to, msg).await.map_err(|e| match e {
+            glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))
+            | glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)) => Some(m),
+            _ => None,
+        })
+    }
+}
+
+/// This shard's receiving ends from every other shard.
+pub struct MeshReceiver<T: Send>(Receivers<T>);
+
+/// The receiving end from one peer shard.
+pub struct PeerReceiver<T: Send>(glommio::channels::shared_channel::ConnectedReceiver<T>);
+
+impl<T: Send> PeerReceiver<T> {
+    /// The next message, or None once the peer closed its end.
+    pub async fn recv(&self) -> Option<T> {
+        self.0.recv().await
+    }
+}
+
+impl<T: Send> MeshReceiver<T> {
+    /// One receiver per peer shard, with that peer's index.
+    pub fn into_peers(mut self) -> Vec<(usize, PeerReceiver<T>)> {
+        self.0
+            .streams()
+            .into_iter()
+            .map(|(i, r)| (i, PeerReceiver(r)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), vec![0]);
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("3-1"), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x"), Vec::<usize>::new());
+        assert!(!allowed_cpus().is_empty());
+    }
+}

@@ -1,0 +1,482 @@
+//! One client connection: bytes from the socket go through the HTTP/2
+//! state machine, each complete request becomes a gRPC call executed on this
+//! shard's store or handed to the owner shard, and every reply produced in
+//! one turn of the loop leaves in a single write.
+
+use super::NodeShared;
+use crate::config::MAX_KEY_BYTES;
+use crate::proto;
+use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
+use crate::protocol::http2::{Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings};
+use crate::runtime::{self, Stream};
+use crate::shard::{Mailbox, Op, Reply, Shard};
+use crate::store::{SetError, StoreStats};
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use prost::Message;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Releases the node-wide connection count when a connection ends.
+pub struct OpenGuard(pub Arc<NodeShared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the shard's housekeeping can see of a connection and tell it.
+#[derive(Default)]
+pub struct ConnShared {
+    mailbox: Rc<Mailbox>,
+    /// Bumped on every read; the idle reaper compares snapshots.
+    activity: Cell<u64>,
+    busy: Cell<bool>,
+    seen: Cell<u64>,
+    strikes: Cell<u8>,
+    idle: Cell<bool>,
+}
+
+/// The connections of one shard.
+#[derive(Default)]
+pub struct Registry {
+    conns: RefCell<hashbrown::HashMap<u64, Rc<ConnShared>>>,
+    next_id: Cell<u64>,
+}
+
+impl Registry {
+    fn add(&self, c: Rc<ConnShared>) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.conns.borrow_mut().insert(id, c);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+}
+
+/// Closes connections that had no open stream and no traffic for
+/// `idle_timeout` (checked every half period, so closing happens between
+/// one and one and a half periods of silence). Costs nothing per request.
+pub async fn reap_idle(registry: Rc<Registry>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(50));
+    loop {
+        runtime::sleep(period).await;
+        for c in registry.conns.borrow().values() {
+            let a = c.activity.get();
+            if a != c.seen.get() || c.busy.get() {
+                c.seen.set(a);
+                c.strikes.set(0);
+                continue;
+            }
+            c.strikes.set(c.strikes.get() + 1);
+            if c.strikes.get() >= 2 {
+                c.idle.set(true);
+                c.mailbox.wake();
+            }
+        }
+    }
+}
+
+/// A call waiting for other shards to answer.
+struct Pending {
+    method: Method,
+    deadline: Option<Instant>,
+    /// For Stats: one slot per shard, filled as answers arrive.
+    stats: Vec<Option<StoreStats>>,
+}
+
+enum Wake {
+    Read(std::io::Result<usize>),
+    Mail,
+    Deadline,
+}
+
+struct Conn {
+    h2: Connection,
+    shard: Rc<Shard>,
+    node: Arc<NodeShared>,
+    shared: Rc<ConnShared>,
+    pending: hashbrown::HashMap<u32, Pending>,
+    /// Reused buffers: an encoded reply, a percent-encoded status message.
+    body: Vec<u8>,
+    scratch: Vec<u8>,
+    max_message: usize,
+}
+
+pub async fn serve(
+    mut stream: Stream,
+    shard: Rc<Shard>,
+    node: Arc<NodeShared>,
+    registry: Rc<Registry>,
+    settings: ServerSettings,
+    refuse: bool,
+    _guard: OpenGuard,
+) {
+    let _ = stream.set_nodelay();
+    let max_message = node.config.max_message();
+    let shared = Rc::new(ConnShared::default());
+    let mut c = Conn {
+        h2: Connection::new(settings),
+        shard,
+        node,
+        shared: shared.clone(),
+        pending: hashbrown::HashMap::new(),
+        body: Vec::new(),
+        scratch: Vec::new(),
+        max_message,
+    };
+    if refuse {
+        let msg = format!(
+            "connection limit reached (--max-connections {})",
+            c.node.config.max_connections
+        );
+        c.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
+        let _ = stream.write_all(c.h2.output()).await;
+        let _ = stream.shutdown_write().await;
+        return;
+    }
+    let id = registry.add(shared.clone());
+    c.run(&mut stream).await;
+    shared.mailbox.close();
+    registry.remove(id);
+    let _ = stream.shutdown_write().await;
+}
+
+impl Conn {
+    async fn run(&mut self, stream: &mut Stream) {
+        let mut input = BytesMut::with_capacity(READ_CHUNK);
+        let mut rbuf = vec![0u8; READ_CHUNK];
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        let mut closing = false;
+        loop {
+            if !self.h2.output().is_empty() {
+                if stream.write_all(self.h2.output()).await.is_err() {
+                    return;
+                }
+                self.h2.output().clear();
+            }
+            if closing || self.h2.is_closed() {
+                return;
+            }
+            if self.shared.idle.replace(false) {
+                self.h2.go_away(ErrorCode::NoError, b"idle timeout");
+                closing = true;
+                continue;
+            }
+            let deadline = self.next_deadline();
+            let mailbox = self.shared.mailbox.clone();
+            let wake = future::or(
+                async { Wake::Read(stream.read(&mut rbuf).await) },
+                future::or(
+                    async {
+                        mailbox.wait().await;
+                        Wake::Mail
+                    },
+                    async {
+                        match deadline {
+                            Some(d) => {
+                                runtime::sleep(d.saturating_duration_since(Instant::now())).await;
+                                Wake::Deadline
+                            }
+                            None => future::pending().await,
+                        }
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return,
+                Wake::Read(Ok(n)) => {
+                    self.shared.activity.set(self.shared.activity.get().wrapping_add(1));
+                    input.extend_from_slice(&rbuf[..n]);
+                    let result = self.h2.recv(&mut input, &mut events);
+                    for ev in events.drain(..) {
+                        self.on_event(ev);
+                    }
+                    if let Err(e) = result {
+                        tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
+                        closing = true;
+                    }
+                }
+                Wake::Mail => {}
+                Wake::Deadline => self.expire_deadlines(),
+            }
+            self.shared.mailbox.drain_into(&mut replies);
+            for (tag, reply) in replies.drain(..) {
+                self.on_reply(tag, reply);
+            }
+            self.shared.busy.set(self.h2.active_streams() > 0);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending.values().filter_map(|p| p.deadline).min()
+    }
+
+    fn expire_deadlines(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.pending.remove(&id);
+            self.send_status(id, &deadline_exceeded());
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Request { stream_id, headers, body } => self.on_request(stream_id, &headers, body),
+            Event::RequestTooLarge { stream_id, .. } => {
+                let st = Status::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "request message exceeds the limit of {} bytes (--max-value plus framing)",
+                        self.max_message
+                    ),
+                );
+                self.send_status(stream_id, &st);
+            }
+            Event::Reset { stream_id, .. } => {
+                self.pending.remove(&stream_id);
+            }
+        }
+    }
+
+    fn on_request(&mut self, stream_id: u32, headers: &HeaderList, body: Bytes) {
+        let call = match grpc::parse_call(headers) {
+            Ok(call) => call,
+            Err(Rejection::Http(code)) => return self.send_http_status(stream_id, code),
+            Err(Rejection::Grpc(st)) => return self.send_status(stream_id, &st),
+        };
+        let deadline = match call.timeout {
+            Some(t) if t.is_zero() => return self.send_status(stream_id, &deadline_exceeded()),
+            Some(t) => Some(Instant::now() + t),
+            None => None,
+        };
+        let payload = match grpc::unframe(body, self.max_message) {
+            Ok(p) => p,
+            Err(st) => return self.send_status(stream_id, &st),
+        };
+        if call.method == Method::Stats {
+            return self.start_stats(stream_id, payload, deadline);
+        }
+        let req = match proto::Request::decode(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let st = Status::new(Code::InvalidArgument, format!("malformed Request message: {e}"));
+                return self.send_status(stream_id, &st);
+            }
+        };
+        if let Err(st) = self.validate(call.method, &req) {
+            return self.send_status(stream_id, &st);
+        }
+        let owner = self.shard.owner_of(req.group.as_bytes(), req.key.as_bytes());
+        if owner == self.shard.id() {
+            return self.execute_local(stream_id, call.method, req);
+        }
+        let op = match call.method {
+            Method::Get => Op::Get { group: req.group, key: req.key },
+            Method::Set => Op::Set { group: req.group, key: req.key, value: req.value.into(), ttl_ms: req.ttl_ms },
+            _ => Op::Delete { group: req.group, key: req.key },
+        };
+        self.shard.submit(owner, op, &self.shared.mailbox, stream_id);
+        self.pending
+            .insert(stream_id, Pending { method: call.method, deadline, stats: Vec::new() });
+    }
+
+    fn validate(&self, method: Method, req: &proto::Request) -> Result<(), Status> {
+        if req.key.is_empty() {
+            return Err(Status::new(
+                Code::InvalidArgument,
+                "key is empty: a key must be 1 to 4096 bytes",
+            ));
+        }
+        if req.key.len() > MAX_KEY_BYTES {
+            return Err(Status::new(
+                Code::InvalidArgument,
+                format!("key is {} bytes: the limit is {MAX_KEY_BYTES} bytes", req.key.len()),
+            ));
+        }
+        let max_value = self.node.config.max_value;
+        if method == Method::Set && req.value.len() as u64 > max_value {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("value is {} bytes: the limit is {max_value} bytes (--max-value)", req.value.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The owner shard is this one: run on the store now and answer in this
+    /// same turn. A hit is encoded straight from the store's bytes.
+    fn execute_local(&mut self, stream_id: u32, method: Method, req: proto::Request) {
+        let (g, k) = (req.group.as_bytes(), req.key.as_bytes());
+        let now = self.shard.now_ms();
+        match method {
+            Method::Get => {
+                let body = &mut self.body;
+                body.clear();
+                self.shard
+                    .with_store(|s| grpc::frame_get_response(s.get(g, k, now), body));
+                self.send_body(stream_id);
+            }
+            Method::Set => {
+                let r = self.shard.with_store(|s| s.set(g, k, &req.value, req.ttl_ms, now));
+                self.reply_set(stream_id, r);
+            }
+            _ => {
+                let deleted = self.shard.with_store(|s| s.delete(g, k, now));
+                self.reply_message(stream_id, &proto::DeleteResponse { deleted });
+            }
+        }
+    }
+
+    fn start_stats(&mut self, stream_id: u32, payload: Bytes, deadline: Option<Instant>) {
+        if let Err(e) = proto::StatsRequest::decode(payload) {
+            let st = Status::new(Code::InvalidArgument, format!("malformed StatsRequest message: {e}"));
+            return self.send_status(stream_id, &st);
+        }
+        let n = self.shard.shard_count();
+        let mut stats = vec![None; n];
+        stats[self.shard.id()] = Some(self.shard.with_store(|s| s.stats()));
+        for other in (0..n).filter(|&i| i != self.shard.id()) {
+            self.shard.submit(other, Op::Stats, &self.shared.mailbox, stream_id);
+        }
+        let p = Pending { method: Method::Stats, deadline, stats };
+        if n == 1 {
+            self.finish_stats(stream_id, &p.stats);
+        } else {
+            self.pending.insert(stream_id, p);
+        }
+    }
+
+    fn on_reply(&mut self, stream_id: u32, reply: Reply) {
+        let Some(p) = self.pending.get_mut(&stream_id) else {
+            return; // answered already (deadline) or reset by the client
+        };
+        match reply {
+            Reply::Stats(shard, st) => {
+                if let Some(slot) = p.stats.get_mut(shard) {
+                    *slot = Some(st);
+                }
+                if p.stats.iter().all(Option::is_some) {
+                    if let Some(p) = self.pending.remove(&stream_id) {
+                        self.finish_stats(stream_id, &p.stats);
+                    }
+                }
+            }
+            reply => {
+                let method = p.method;
+                self.pending.remove(&stream_id);
+                match (method, reply) {
+                    (_, Reply::Get(v)) => {
+                        self.body.clear();
+                        grpc::frame_get_response(v.as_deref(), &mut self.body);
+                        self.send_body(stream_id);
+                    }
+                    (_, Reply::Set(r)) => self.reply_set(stream_id, r),
+                    (_, Reply::Delete(deleted)) => {
+                        self.reply_message(stream_id, &proto::DeleteResponse { deleted })
+                    }
+                    (_, Reply::Stats(..)) => {}
+                }
+            }
+        }
+    }
+
+    fn finish_stats(&mut self, stream_id: u32, stats: &[Option<StoreStats>]) {
+        let shards: Vec<proto::ShardStats> = stats.iter().map(|s| to_proto(&s.unwrap_or_default())).collect();
+        let mut total = proto::ShardStats::default();
+        for s in &shards {
+            total.hits += s.hits;
+            total.misses += s.misses;
+            total.sets += s.sets;
+            total.deletes += s.deletes;
+            total.evictions += s.evictions;
+            total.expirations += s.expirations;
+            total.items += s.items;
+            total.bytes += s.bytes;
+            total.capacity_bytes += s.capacity_bytes;
+        }
+        let resp = proto::StatsResponse {
+            total: Some(total),
+            shards,
+            node_id: self.node.config.node_id.clone(),
+        };
+        self.reply_message(stream_id, &resp);
+    }
+
+    fn reply_set(&mut self, stream_id: u32, r: Result<(), SetError>) {
+        match r {
+            Ok(()) => self.reply_message(stream_id, &proto::SetResponse { stored: true }),
+            Err(SetError::TooLarge { charge, capacity }) => {
+                let st = Status::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "value needs {charge} bytes of cache memory but a shard holds at most \
+                         {capacity} bytes (--memory divided by --shards)"
+                    ),
+                );
+                self.send_status(stream_id, &st);
+            }
+        }
+    }
+
+    fn reply_message<M: Message>(&mut self, stream_id: u32, msg: &M) {
+        self.body.clear();
+        grpc::frame_message(msg, &mut self.body);
+        self.send_body(stream_id);
+    }
+
+    fn send_body(&mut self, stream_id: u32) {
+        self.h2
+            .send_response(stream_id, grpc::RESPONSE_HEADERS, &self.body, grpc::OK_TRAILERS);
+    }
+
+    fn send_status(&mut self, stream_id: u32, st: &Status) {
+        let fields = grpc::error_fields(st, &mut self.scratch);
+        self.h2.send_trailers_only(stream_id, &fields);
+    }
+
+    fn send_http_status(&mut self, stream_id: u32, code: u16) {
+        let code = code.to_string();
+        let fields = [HeaderField { name: b":status", value: code.as_bytes(), index: false }];
+        self.h2.send_trailers_only(stream_id, &fields);
+    }
+}
+
+fn deadline_exceeded() -> Status {
+    Status::new(Code::DeadlineExceeded, "deadline (grpc-timeout) exceeded before the call completed")
+}
+
+fn to_proto(s: &StoreStats) -> proto::ShardStats {
+    proto::ShardStats {
+        hits: s.hits,
+        misses: s.misses,
+        sets: s.sets,
+        deletes: s.deletes,
+        evictions: s.evictions,
+        expirations: s.expirations,
+        items: s.items,
+        bytes: s.bytes,
+        capacity_bytes: s.capacity_bytes,
+    }
+}

@@ -1,0 +1,177 @@
+//! The node: starts one pinned executor per shard, joins them into the
+//! cross-core mesh, binds every shard to the listen address (SO_REUSEPORT)
+//! and runs each shard's accept loop, cross-core sender/receiver tasks and
+//! background sweeps. The protocol work of one connection is in
+//! [`connection`].
+
+mod connection;
+
+use crate::config::ServeArgs;
+use crate::protocol::http2::ServerSettings;
+use crate::runtime::{self, Listener, Mesh};
+use crate::shard::{Batch, Router, Shard};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Room in a request message beyond the value: key (up to 4096 bytes),
+/// group and field tags.
+const MESSAGE_OVERHEAD: u64 = 16 << 10;
+
+/// Expired entries a shard reclaims per sweep tick, and how often it ticks:
+/// bounded work per tick, the whole table covered over time.
+const SWEEP_VISITS: usize = 2048;
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Settings every shard applies, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub cpus: Vec<usize>,
+    pub memory: u64,
+    pub max_value: u64,
+    pub node_id: String,
+    pub max_connections: u32,
+    pub idle_timeout: Duration,
+    pub spin_before_park: Duration,
+}
+
+impl NodeConfig {
+    pub fn from_args(args: &ServeArgs) -> NodeConfig {
+        let cpus = runtime::allowed_cpus();
+        NodeConfig {
+            listen: args.listen,
+            shards: args.shard_count(cpus.len()),
+            cpus,
+            memory: args.memory,
+            max_value: args.max_value,
+            node_id: args.node_id(),
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+            spin_before_park: args.spin_before_park,
+        }
+    }
+
+    /// Largest request message accepted: the value limit plus room for the rest.
+    pub fn max_message(&self) -> usize {
+        usize::try_from(self.max_value.saturating_add(MESSAGE_OVERHEAD)).unwrap_or(usize::MAX)
+    }
+
+    fn http2_settings(&self) -> ServerSettings {
+        ServerSettings {
+            // The 5-byte gRPC prefix rides in the body too.
+            max_body_size: self.max_message().saturating_add(5),
+            ..ServerSettings::default()
+        }
+    }
+}
+
+/// State shared by every shard of the node (touched on connect/close only,
+/// never per request).
+pub struct NodeShared {
+    pub config: NodeConfig,
+    pub open_connections: AtomicUsize,
+}
+
+/// Runs the node until its shards stop. Returns an error message for the
+/// operator when start-up fails.
+pub fn run(config: NodeConfig) -> Result<(), String> {
+    let (reservation, addr) = runtime::reserve_port(config.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
+    let shards = config.shards;
+    let node = Arc::new(NodeShared { config, open_connections: AtomicUsize::new(0) });
+    let mesh: Mesh<Batch> = Mesh::new(shards, 1024);
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
+
+    let mut threads = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let cpu = node.config.cpus[i % node.config.cpus.len()];
+        let (node, mesh, bound_tx) = (node.clone(), mesh.clone(), bound_tx.clone());
+        let spin = node.config.spin_before_park;
+        let thread = runtime::spawn_shard(&format!("shard-{i}"), cpu, spin, move || async move {
+            if let Err(e) = run_shard(node, mesh, addr, cpu, &bound_tx).await {
+                let _ = bound_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e}"))?;
+        threads.push(thread);
+    }
+    drop(bound_tx);
+    for _ in 0..shards {
+        match bound_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard stopped during start-up".to_string()),
+        }
+    }
+    // Every shard listens now; the placeholder socket can let go of the port.
+    drop(reservation);
+    tracing::info!("listening on {addr}");
+    for t in threads {
+        t.join()?;
+    }
+    Ok(())
+}
+
+async fn run_shard(
+    node: Arc<NodeShared>,
+    mesh: Mesh<Batch>,
+    addr: SocketAddr,
+    cpu: usize,
+    bound: &mpsc::Sender<Result<usize, String>>,
+) -> Result<(), String> {
+    let (tx, rx) = mesh
+        .join()
+        .await
+        .map_err(|e| format!("shard failed to join the cross-core mesh: {e}"))?;
+    let shards = node.config.shards;
+    let capacity = node.config.memory / shards as u64;
+    let shard = Rc::new(Shard::new(Router::new(shards), capacity, tx));
+    let id = shard.id();
+    let listener = Listener::bind(addr).map_err(|e| format!("shard {id} cannot bind {addr}: {e}"))?;
+
+    for (peer, rx) in rx.into_peers() {
+        runtime::spawn(shard.clone().run_receiver(peer, rx));
+        runtime::spawn(shard.clone().run_sender(peer));
+    }
+    let sweeper = shard.clone();
+    runtime::spawn(async move {
+        loop {
+            runtime::sleep(SWEEP_EVERY).await;
+            let now = sweeper.now_ms();
+            sweeper.with_store(|s| s.sweep_expired(now, SWEEP_VISITS));
+        }
+    });
+    let conns = Rc::new(connection::Registry::default());
+    runtime::spawn(connection::reap_idle(conns.clone(), node.config.idle_timeout));
+
+    tracing::info!(shard = id, cpu, capacity_bytes = capacity, "shard started");
+    let _ = bound.send(Ok(id));
+    let settings = node.config.http2_settings();
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let open = node.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+                let guard = connection::OpenGuard(node.clone());
+                let refuse = open > node.config.max_connections as usize;
+                runtime::spawn(connection::serve(
+                    stream,
+                    shard.clone(),
+                    node.clone(),
+                    conns.clone(),
+                    settings.clone(),
+                    refuse,
+                    guard,
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(shard = id, "accept failed: {e}");
+                runtime::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
