@@ -1,8 +1,18 @@
-//! Command-line configuration: the `serve` flags, their defaults, and the
-//! parsers for sizes ("64MiB") and durations ("30s"), so that a bad flag is
-//! reported by name and exits with status 2 before any thread starts.
+//! Configuration: the `serve` options, their defaults, where they come from
+//! and how they are parsed, so that a bad value is reported by option name
+//! and source, with exit status 2, before any thread starts.
+//!
+//! Every option can be given three ways; the later wins:
+//! 1. a TOML file (`--config PATH` or SHARDCACHE_CONFIG): `memory = "1GiB"`;
+//! 2. an environment variable: SHARDCACHE_MEMORY=1GiB;
+//! 3. a flag: `--memory 1GiB`.
+//!
+//! The file and environment layers are turned into flags and parsed by the
+//! same clap definitions, so every option has one parser and one set of
+//! error messages. docs/configuration.md lists them all.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,7 +24,9 @@ pub const MAX_KEY_BYTES: usize = 4096;
     name = "shardcache",
     version,
     about = "A shard-per-core in-memory cache served over gRPC (HTTP/2 on io_uring).",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Layers are stacked as repeated flags; the last occurrence wins.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,10 +40,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a cache node (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Validate the configuration (file, environment, flags) without starting.
+    CheckConfig(ServeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
+    /// TOML file with options (keys are the flag names with '_' for '-').
+    /// Environment variables override it, flags override both.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+
     /// gRPC listen address. Port 0 picks one free port shared by every shard.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_addr)]
     pub listen: SocketAddr,
@@ -67,6 +87,164 @@ pub struct ServeArgs {
     /// hand-off from ~70 µs to ~7 µs, paid in CPU while traffic is intermittent.
     #[arg(long = "spin-before-park", default_value = "100us", value_parser = parse_duration)]
     pub spin_before_park: Duration,
+
+    /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style
+    /// filter). RUST_LOG is used when this is not set.
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before
+    /// the node exits anyway.
+    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// What `main` should do, with the configuration resolved from every layer.
+#[derive(Debug)]
+pub enum Action {
+    Serve(ServeArgs),
+    CheckConfig(ServeArgs),
+}
+
+/// A configuration error for the operator; exit status 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Resolves the command line, the environment and the config file into
+/// one action. `env` yields (name, value) pairs (normally `std::env::vars`).
+pub fn load(
+    argv: Vec<OsString>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Action, clap::Error> {
+    // First pass: the command line alone, to find the subcommand and --config
+    // (and to report bad flags before anything else).
+    let cli = Cli::try_parse_from(argv.iter())?;
+    let (sub, flags) = match &cli.command {
+        Some(Command::Serve(a)) => (Some("serve"), a),
+        Some(Command::CheckConfig(a)) => (Some("check-config"), a),
+        None => (None, &cli.serve),
+    };
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let config_path = flags.config.clone().or_else(|| {
+        env.iter()
+            .find(|(k, _)| k == "SHARDCACHE_CONFIG")
+            .map(|(_, v)| v.into())
+    });
+
+    let mut layered: Vec<OsString> = vec![argv.first().cloned().unwrap_or_else(|| "shardcache".into())];
+    layered.extend(sub.map(OsString::from));
+    if let Some(path) = &config_path {
+        let file_args = file_layer(path).map_err(|e| usage_error(&e.0))?;
+        check_layer(sub, &file_args, &format!("in config file {}", path.display()))?;
+        layered.extend(file_args);
+    }
+    let env_args = env_layer(&env).map_err(|e| usage_error(&e.0))?;
+    check_layer(sub, &env_args, "in the environment")?;
+    layered.extend(env_args);
+    // The user's own flags last, so they win.
+    let skip = 1 + usize::from(sub.is_some());
+    layered.extend(argv.into_iter().skip(skip));
+
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(layered)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(match cli.command {
+        Some(Command::Serve(a)) => Action::Serve(a),
+        Some(Command::CheckConfig(a)) => Action::CheckConfig(a),
+        None => Action::Serve(cli.serve),
+    })
+}
+
+fn usage_error(msg: &str) -> clap::Error {
+    Cli::command().error(clap::error::ErrorKind::InvalidValue, msg)
+}
+
+/// Parses one layer alone so that an error names where the value came from.
+fn check_layer(sub: Option<&str>, args: &[OsString], origin: &str) -> Result<(), clap::Error> {
+    let mut argv: Vec<OsString> = vec!["shardcache".into()];
+    argv.extend(sub.map(OsString::from));
+    argv.extend(args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(usage_error(&format!(
+            "{origin}: {}",
+            e.render().to_string().trim_start_matches("error: ").lines().next().unwrap_or("invalid value")
+        ))),
+    }
+}
+
+/// The long flag names every layer may set (all options but --config).
+fn option_names() -> Vec<String> {
+    ServeArgs::augment_args(clap::Command::new("x"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|l| l != "config")
+        .collect()
+}
+
+/// SHARDCACHE_<OPTION> variables as flags, e.g. SHARDCACHE_MAX_VALUE=1MiB.
+fn env_layer(env: &[(String, String)]) -> Result<Vec<OsString>, ConfigError> {
+    let names = option_names();
+    let mut args = Vec::new();
+    for (k, v) in env {
+        let Some(opt) = k.strip_prefix("SHARDCACHE_") else { continue };
+        if opt == "CONFIG" || opt.starts_with("TEST_") {
+            continue;
+        }
+        let flag = opt.to_ascii_lowercase().replace('_', "-");
+        if !names.contains(&flag) {
+            return Err(ConfigError(format!(
+                "unknown environment variable {k}: options are {}",
+                names.iter().map(|n| format!("SHARDCACHE_{}", n.to_uppercase().replace('-', "_"))).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        args.push(format!("--{flag}").into());
+        args.push(v.into());
+    }
+    Ok(args)
+}
+
+/// The TOML file's keys as flags, e.g. `max_value = "1MiB"`.
+fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("config file {} is not valid TOML: {e}", path.display())))?;
+    let names = option_names();
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if !names.contains(&flag) {
+            return Err(ConfigError(format!(
+                "config file {}: unknown option `{key}`; options are {}",
+                path.display(),
+                names.iter().map(|n| n.replace('-', "_")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let v = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError(format!(
+                    "config file {}: option `{key}` must be a string or a number, not {}",
+                    path.display(),
+                    other.type_str()
+                )))
+            }
+        };
+        args.push(format!("--{flag}").into());
+        args.push(v.into());
+    }
+    Ok(args)
 }
 
 impl Default for ServeArgs {
@@ -191,6 +369,67 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    fn serve_args(action: Action) -> ServeArgs {
+        match action {
+            Action::Serve(a) | Action::CheckConfig(a) => a,
+        }
+    }
+
+    #[test]
+    fn layers_file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("shardcache-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "memory = \"64MiB\"\nshards = 3\nmax_value = \"1MiB\"\nnode_id = \"file\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let env = vec![("SHARDCACHE_SHARDS".to_string(), "5".to_string()), ("SHARDCACHE_NODE_ID".to_string(), "env".to_string())];
+        let a = serve_args(load(argv(&["shardcache", "serve", "--config", p, "--node-id", "flag"]), env.clone()).unwrap());
+        assert_eq!(a.memory, 64 << 20); // file
+        assert_eq!(a.shards, Some(5)); // env beats file
+        assert_eq!(a.node_id.as_deref(), Some("flag")); // flag beats env
+        assert_eq!(a.max_value, 1 << 20);
+        // SHARDCACHE_CONFIG names the file too.
+        let mut env2 = env.clone();
+        env2.push(("SHARDCACHE_CONFIG".to_string(), p.to_string()));
+        let a = serve_args(load(argv(&["shardcache"]), env2).unwrap());
+        assert_eq!(a.memory, 64 << 20);
+        match load(argv(&["shardcache", "check-config", "--config", p]), vec![]).unwrap() {
+            Action::CheckConfig(a) => assert_eq!(a.shards, Some(3)),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn layer_errors_name_option_and_origin() {
+        let dir = std::env::temp_dir().join(format!("shardcache-cfg-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "memory = \"lots\"\n").unwrap();
+        let e = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("config file") && msg.contains("--memory") && msg.contains("lots"), "{msg}");
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let msg = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err().to_string();
+        assert!(msg.contains("unknown option `colour`"), "{msg}");
+        std::fs::write(&path, "memory = [1]\n").unwrap();
+        let msg = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err().to_string();
+        assert!(msg.contains("`memory`"), "{msg}");
+        let env = vec![("SHARDCACHE_SHARDS".to_string(), "0".to_string())];
+        let msg = load(argv(&["shardcache"]), env).unwrap_err().to_string();
+        assert!(msg.contains("environment") && msg.contains("--shards"), "{msg}");
+        let env = vec![("SHARDCACHE_COLOUR".to_string(), "x".to_string())];
+        let msg = load(argv(&["shardcache"]), env).unwrap_err().to_string();
+        assert!(msg.contains("SHARDCACHE_COLOUR"), "{msg}");
+        let msg = load(argv(&["shardcache", "--config", "/nonexistent/x.toml"]), vec![]).unwrap_err().to_string();
+        assert!(msg.contains("cannot read config file"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn defaults_and_subcommand() {
         let d = ServeArgs::default();
@@ -203,7 +442,7 @@ mod tests {
                 assert_eq!(a.shards, Some(4));
                 assert_eq!(a.memory, 16 << 20);
             }
-            None => panic!("expected serve"),
+            other => panic!("expected serve, got {other:?}"),
         }
         let err = Cli::try_parse_from(["shardcache", "serve", "--shards", "0"]).unwrap_err();
         assert!(err.to_string().contains("--shards"), "{err}");

@@ -7,7 +7,8 @@
 //! - [`store`]: one shard's map, LRU, TTLs and byte budget. No I/O.
 //! - [`protocol`]: HTTP/2 and gRPC, bytes in and out. No sockets, no store.
 //! - [`shard`]: a core's state, key routing and cross-core hand-off.
-//! - [`server`]: start-up and the per-connection loop that composes them.
+//! - [`server`]: start-up, shutdown and the per-connection loop that composes them.
+//! - [`systemd`]: sd_notify (READY, STOPPING, WATCHDOG).
 
 pub mod config;
 pub mod protocol;
@@ -15,6 +16,7 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod systemd;
 
 /// Messages generated from proto/cache.proto by prost.
 pub mod proto {

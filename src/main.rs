@@ -1,18 +1,25 @@
 //! The `shardcache` command: parse flags, set up logging, raise the
 //! locked-memory limit io_uring needs, and run the node.
 
-use clap::Parser;
-use shardcache::config::{Cli, Command};
+use shardcache::config::{self, Action};
 use shardcache::{runtime, server};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(a)) => a,
-        None => cli.serve,
+    let action = match config::load(std::env::args_os().collect(), std::env::vars()) {
+        Ok(a) => a,
+        // clap prints usage errors to stderr and exits 2 (help/version: 0).
+        Err(e) => e.exit(),
     };
-    init_logging();
+    let args = match action {
+        Action::Serve(a) => a,
+        Action::CheckConfig(a) => {
+            let c = server::NodeConfig::from_args(&a);
+            println!("configuration is valid:\n{c:#?}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    init_logging(args.log_level.as_deref());
     if let Err(e) = runtime::raise_memlock() {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
@@ -34,11 +41,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; colours only on a terminal; level from RUST_LOG (default info).
-fn init_logging() {
+/// Logs to stderr; colours only on a terminal; level from --log-level, else
+/// RUST_LOG, else info.
+fn init_logging(level: Option<&str>) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
+            eprintln!("error: invalid value '{l}' for '--log-level': {e}");
+            std::process::exit(2)
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -42,6 +42,7 @@ pub struct ConnShared {
     seen: Cell<u64>,
     strikes: Cell<u8>,
     idle: Cell<bool>,
+    shutdown: Cell<bool>,
 }
 
 /// The connections of one shard.
@@ -61,6 +62,18 @@ impl Registry {
 
     fn remove(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Asks every connection to finish its calls and close (GOAWAY).
+    pub fn shut_down_all(&self) {
+        for c in self.conns.borrow().values() {
+            c.shutdown.set(true);
+            c.mailbox.wake();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.borrow().is_empty()
     }
 }
 
@@ -172,6 +185,13 @@ impl Conn {
             if self.shared.idle.replace(false) {
                 self.h2.go_away(ErrorCode::NoError, b"idle timeout");
                 closing = true;
+                continue;
+            }
+            if self.shared.shutdown.replace(false) {
+                // Graceful: GOAWAY names the last stream we will answer; the
+                // client retries later ones elsewhere. We keep serving the
+                // accepted ones until `is_closed`.
+                self.h2.go_away(ErrorCode::NoError, b"server shutting down");
                 continue;
             }
             let deadline = self.next_deadline();

@@ -10,9 +10,11 @@ use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh};
 use crate::shard::{Batch, Router, Shard};
+use crate::shard::Notify;
+use crate::systemd;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ pub struct NodeConfig {
     pub max_connections: u32,
     pub idle_timeout: Duration,
     pub spin_before_park: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -52,6 +55,7 @@ impl NodeConfig {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             spin_before_park: args.spin_before_park,
+            shutdown_timeout: args.shutdown_timeout,
         }
     }
 
@@ -69,11 +73,21 @@ impl NodeConfig {
     }
 }
 
-/// State shared by every shard of the node (touched on connect/close only,
-/// never per request).
+/// How often a shard looks at the node-wide flags (shutdown) and proves it
+/// is alive (for the systemd watchdog).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(50);
+
+/// State shared by every shard of the node (touched on connect/close and by
+/// housekeeping only, never per request).
 pub struct NodeShared {
     pub config: NodeConfig,
     pub open_connections: AtomicUsize,
+    /// Set by the main thread on SIGTERM/SIGINT.
+    pub shutting_down: AtomicBool,
+    /// Shards that still have connections to drain.
+    pub draining: AtomicUsize,
+    /// Per shard: bumped by its housekeeping task, read by the watchdog.
+    pub heartbeats: Vec<AtomicU64>,
 }
 
 /// Runs the node until its shards stop. Returns an error message for the
@@ -82,7 +96,19 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
     let (reservation, addr) = runtime::reserve_port(config.listen)
         .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
     let shards = config.shards;
-    let node = Arc::new(NodeShared { config, open_connections: AtomicUsize::new(0) });
+    // Registered before any shard starts so that an early SIGTERM is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let node = Arc::new(NodeShared {
+        config,
+        open_connections: AtomicUsize::new(0),
+        shutting_down: AtomicBool::new(false),
+        draining: AtomicUsize::new(shards),
+        heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+    });
     let mesh: Mesh<Batch> = Mesh::new(shards, 1024);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
 
@@ -110,10 +136,50 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
     // Every shard listens now; the placeholder socket can let go of the port.
     drop(reservation);
     tracing::info!("listening on {addr}");
+    systemd::notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    if let Some(interval) = systemd::watchdog_interval() {
+        let node = node.clone();
+        std::thread::spawn(move || watchdog(&node, interval));
+    }
+
+    // Wait for the first signal, then drain; a second one exits at once.
+    let first = signals.forever().next();
+    tracing::info!(signal = ?first, "shutting down: no new connections, finishing calls in flight");
+    systemd::notify("STOPPING=1\nSTATUS=draining");
+    node.shutting_down.store(true, Ordering::SeqCst);
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::warn!(signal = sig, "second signal: exiting now");
+            std::process::exit(1);
+        }
+    });
+    let timeout = node.config.shutdown_timeout;
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        tracing::warn!("shutdown timeout ({timeout:?}) reached: exiting with calls still open");
+        std::process::exit(0);
+    });
     for t in threads {
         t.join()?;
     }
+    tracing::info!("all shards stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog at half its interval while every shard's
+/// housekeeping task keeps running, so a wedged shard gets the node restarted.
+fn watchdog(node: &NodeShared, interval: Duration) {
+    let mut last: Vec<u64> = node.heartbeats.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+    loop {
+        std::thread::sleep(interval / 2);
+        let now: Vec<u64> = node.heartbeats.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        if now.iter().zip(&last).all(|(n, l)| n != l) {
+            systemd::notify("WATCHDOG=1");
+        } else {
+            tracing::error!("a shard stopped making progress; withholding the watchdog ping");
+        }
+        last = now;
+    }
 }
 
 async fn run_shard(
@@ -147,12 +213,20 @@ async fn run_shard(
     });
     let conns = Rc::new(connection::Registry::default());
     runtime::spawn(connection::reap_idle(conns.clone(), node.config.idle_timeout));
+    let stop = Rc::new(Notify::default());
+    runtime::spawn(housekeeping(node.clone(), id, stop.clone()));
 
     tracing::info!(shard = id, cpu, capacity_bytes = capacity, "shard started");
     let _ = bound.send(Ok(id));
     let settings = node.config.http2_settings();
     loop {
-        match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.notified().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
             Ok(stream) => {
                 let open = node.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
                 let guard = connection::OpenGuard(node.clone());
@@ -172,6 +246,35 @@ async fn run_shard(
                 tracing::warn!(shard = id, "accept failed: {e}");
                 runtime::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+    // Shutdown: stop listening, ask every connection to finish (GOAWAY),
+    // wait until they have, then until every shard has (cross-core calls
+    // need their owners alive).
+    drop(listener);
+    conns.shut_down_all();
+    while !conns.is_empty() {
+        runtime::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::info!(shard = id, "shard drained");
+    node.draining.fetch_sub(1, Ordering::SeqCst);
+    while node.draining.load(Ordering::SeqCst) > 0 {
+        runtime::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Per-shard periodic work that must not sit on the request path: the
+/// watchdog heartbeat and noticing the node-wide shutdown flag.
+async fn housekeeping(node: Arc<NodeShared>, id: usize, stop: Rc<Notify>) {
+    loop {
+        runtime::sleep(HOUSEKEEPING_EVERY).await;
+        if let Some(h) = node.heartbeats.get(id) {
+            h.fetch_add(1, Ordering::Relaxed);
+        }
+        if node.shutting_down.load(Ordering::SeqCst) {
+            stop.notify();
+            return;
         }
     }
 }
