@@ -137,11 +137,16 @@ pub fn load(
             .map(|(_, v)| v.into())
     });
 
-    let mut layered: Vec<OsString> = vec![argv.first().cloned().unwrap_or_else(|| "shardcache".into())];
+    let mut layered: Vec<OsString> =
+        vec![argv.first().cloned().unwrap_or_else(|| "shardcache".into())];
     layered.extend(sub.map(OsString::from));
     if let Some(path) = &config_path {
         let file_args = file_layer(path).map_err(|e| usage_error(&e.0))?;
-        check_layer(sub, &file_args, &format!("in config file {}", path.display()))?;
+        check_layer(
+            sub,
+            &file_args,
+            &format!("in config file {}", path.display()),
+        )?;
         layered.extend(file_args);
     }
     let env_args = env_layer(&env).map_err(|e| usage_error(&e.0))?;
@@ -174,7 +179,12 @@ fn check_layer(sub: Option<&str>, args: &[OsString], origin: &str) -> Result<(),
         Ok(_) => Ok(()),
         Err(e) => Err(usage_error(&format!(
             "{origin}: {}",
-            e.render().to_string().trim_start_matches("error: ").lines().next().unwrap_or("invalid value")
+            e.render()
+                .to_string()
+                .trim_start_matches("error: ")
+                .lines()
+                .next()
+                .unwrap_or("invalid value")
         ))),
     }
 }
@@ -193,7 +203,9 @@ fn env_layer(env: &[(String, String)]) -> Result<Vec<OsString>, ConfigError> {
     let names = option_names();
     let mut args = Vec::new();
     for (k, v) in env {
-        let Some(opt) = k.strip_prefix("SHARDCACHE_") else { continue };
+        let Some(opt) = k.strip_prefix("SHARDCACHE_") else {
+            continue;
+        };
         if opt == "CONFIG" || opt.starts_with("TEST_") {
             continue;
         }
@@ -201,7 +213,11 @@ fn env_layer(env: &[(String, String)]) -> Result<Vec<OsString>, ConfigError> {
         if !names.contains(&flag) {
             return Err(ConfigError(format!(
                 "unknown environment variable {k}: options are {}",
-                names.iter().map(|n| format!("SHARDCACHE_{}", n.to_uppercase().replace('-', "_"))).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("SHARDCACHE_{}", n.to_uppercase().replace('-', "_")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         args.push(format!("--{flag}").into());
@@ -214,9 +230,12 @@ fn env_layer(env: &[(String, String)]) -> Result<Vec<OsString>, ConfigError> {
 fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| ConfigError(format!("config file {} is not valid TOML: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        ConfigError(format!(
+            "config file {} is not valid TOML: {e}",
+            path.display()
+        ))
+    })?;
     let names = option_names();
     let mut args = Vec::new();
     for (key, value) in table {
@@ -225,7 +244,11 @@ fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
             return Err(ConfigError(format!(
                 "config file {}: unknown option `{key}`; options are {}",
                 path.display(),
-                names.iter().map(|n| n.replace('-', "_")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| n.replace('-', "_"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let v = match value {
@@ -264,7 +287,9 @@ impl ServeArgs {
     }
 
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| self.listen.to_string())
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -384,10 +409,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("shardcache-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "memory = \"64MiB\"\nshards = 3\nmax_value = \"1MiB\"\nnode_id = \"file\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "memory = \"64MiB\"\nshards = 3\nmax_value = \"1MiB\"\nnode_id = \"file\"\n",
+        )
+        .unwrap();
         let p = path.to_str().unwrap();
-        let env = vec![("SHARDCACHE_SHARDS".to_string(), "5".to_string()), ("SHARDCACHE_NODE_ID".to_string(), "env".to_string())];
-        let a = serve_args(load(argv(&["shardcache", "serve", "--config", p, "--node-id", "flag"]), env.clone()).unwrap());
+        let env = vec![
+            ("SHARDCACHE_SHARDS".to_string(), "5".to_string()),
+            ("SHARDCACHE_NODE_ID".to_string(), "env".to_string()),
+        ];
+        let a = serve_args(
+            load(
+                argv(&["shardcache", "serve", "--config", p, "--node-id", "flag"]),
+                env.clone(),
+            )
+            .unwrap(),
+        );
         assert_eq!(a.memory, 64 << 20); // file
         assert_eq!(a.shards, Some(5)); // env beats file
         assert_eq!(a.node_id.as_deref(), Some("flag")); // flag beats env
@@ -410,22 +448,47 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, "memory = \"lots\"\n").unwrap();
-        let e = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err();
+        let e = load(
+            argv(&["shardcache", "--config", path.to_str().unwrap()]),
+            vec![],
+        )
+        .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("config file") && msg.contains("--memory") && msg.contains("lots"), "{msg}");
+        assert!(
+            msg.contains("config file") && msg.contains("--memory") && msg.contains("lots"),
+            "{msg}"
+        );
         std::fs::write(&path, "colour = \"blue\"\n").unwrap();
-        let msg = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err().to_string();
+        let msg = load(
+            argv(&["shardcache", "--config", path.to_str().unwrap()]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(msg.contains("unknown option `colour`"), "{msg}");
         std::fs::write(&path, "memory = [1]\n").unwrap();
-        let msg = load(argv(&["shardcache", "--config", path.to_str().unwrap()]), vec![]).unwrap_err().to_string();
+        let msg = load(
+            argv(&["shardcache", "--config", path.to_str().unwrap()]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(msg.contains("`memory`"), "{msg}");
         let env = vec![("SHARDCACHE_SHARDS".to_string(), "0".to_string())];
         let msg = load(argv(&["shardcache"]), env).unwrap_err().to_string();
-        assert!(msg.contains("environment") && msg.contains("--shards"), "{msg}");
+        assert!(
+            msg.contains("environment") && msg.contains("--shards"),
+            "{msg}"
+        );
         let env = vec![("SHARDCACHE_COLOUR".to_string(), "x".to_string())];
         let msg = load(argv(&["shardcache"]), env).unwrap_err().to_string();
         assert!(msg.contains("SHARDCACHE_COLOUR"), "{msg}");
-        let msg = load(argv(&["shardcache", "--config", "/nonexistent/x.toml"]), vec![]).unwrap_err().to_string();
+        let msg = load(
+            argv(&["shardcache", "--config", "/nonexistent/x.toml"]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(msg.contains("cannot read config file"), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -436,7 +499,9 @@ mod tests {
         assert_eq!(d.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(d.memory, 1 << 30);
         assert_eq!(d.max_value, 4 << 20);
-        let cli = Cli::try_parse_from(["shardcache", "serve", "--shards", "4", "--memory", "16MiB"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["shardcache", "serve", "--shards", "4", "--memory", "16MiB"])
+                .unwrap();
         match cli.command {
             Some(Command::Serve(a)) => {
                 assert_eq!(a.shards, Some(4));

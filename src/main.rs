@@ -20,11 +20,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(args.log_level.as_deref());
-    if let Err(e) = runtime::raise_memlock() {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
-    }
     let config = server::NodeConfig::from_args(&args);
+    // Not fatal by itself: recent kernels do not charge io_uring to the
+    // limit. If executors then fail to start, that error repeats the hint.
+    if let Err(e) = runtime::raise_memlock(config.shards) {
+        tracing::warn!("{e}");
+    }
     tracing::info!(
         shards = config.shards,
         memory = config.memory,

@@ -428,7 +428,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_value_size("64..4096").unwrap(), ValueSize { min: 64, max: 4095 });
+        assert_eq!(
+            parse_value_size("64..4096").unwrap(),
+            ValueSize { min: 64, max: 4095 }
+        );
         assert_eq!(parse_value_size("7").unwrap(), ValueSize { min: 7, max: 7 });
         assert_eq!(decimal_digits(0), 1);
         assert_eq!(decimal_digits(999), 3);

@@ -143,7 +143,11 @@ impl Call {
             // still counts, the hit does not.
             return Some(None);
         }
-        Some(GetResponseFound::decode(&buf[5..5 + len]).ok().map(|m| m.found))
+        Some(
+            GetResponseFound::decode(&buf[5..5 + len])
+                .ok()
+                .map(|m| m.found),
+        )
     }
 }
 
@@ -219,7 +223,10 @@ mod tests {
     fn status_from_trailers() {
         let mut c = Call::new(0, Op::Set, true);
         c.on_headers(&headers(&[(b":status", b"200")]), false);
-        c.on_headers(&headers(&[(b"grpc-status", b"8"), (b"grpc-message", b"big")]), true);
+        c.on_headers(
+            &headers(&[(b"grpc-status", b"8"), (b"grpc-message", b"big")]),
+            true,
+        );
         assert_eq!(c.status(), 8);
         assert_eq!(status_name(c.status()), Some("RESOURCE_EXHAUSTED"));
     }
@@ -227,7 +234,10 @@ mod tests {
     #[test]
     fn trailers_only_and_missing_status() {
         let mut c = Call::new(0, Op::Get, true);
-        c.on_headers(&headers(&[(b":status", b"200"), (b"grpc-status", b"14")]), true);
+        c.on_headers(
+            &headers(&[(b":status", b"200"), (b"grpc-status", b"14")]),
+            true,
+        );
         assert_eq!(c.status(), UNAVAILABLE);
 
         let mut c = Call::new(0, Op::Get, true);
@@ -239,7 +249,10 @@ mod tests {
         assert_eq!(c.status(), UNKNOWN);
 
         let mut c = Call::new(0, Op::Get, true);
-        c.on_headers(&headers(&[(b":status", b"200"), (b"grpc-status", b"x")]), true);
+        c.on_headers(
+            &headers(&[(b":status", b"200"), (b"grpc-status", b"x")]),
+            true,
+        );
         assert_eq!(c.status(), UNKNOWN);
     }
 

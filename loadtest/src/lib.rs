@@ -11,6 +11,7 @@
 //! - [`stats`]: per-run counters, the latency histogram and the report.
 //! - [`runner`]: threads, runtimes, connections, reconnects and the drive loop.
 //! - [`progress`]: the live progress line.
+//! - [`timer`]: a microsecond-precise timer for open-loop sends.
 
 pub mod cli;
 pub mod grpc;
@@ -19,6 +20,7 @@ pub mod progress;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
+pub mod timer;
 pub mod workload;
 
 /// Messages generated from proto/cache.proto by prost.

@@ -48,7 +48,10 @@ impl Pacer {
         requests: Option<u64>,
     ) -> Pacer {
         assert!(rate > 0.0 && conn < conns);
-        assert!(duration.is_some() || requests.is_some(), "an unbounded schedule");
+        assert!(
+            duration.is_some() || requests.is_some(),
+            "an unbounded schedule"
+        );
         let first_measured = (rate * warmup.as_secs_f64()).ceil() as u64;
         let by_time = duration
             .map(|d| (rate * (warmup + d).as_secs_f64()).ceil() as u64)
@@ -76,6 +79,12 @@ impl Pacer {
     #[inline]
     pub fn slot_time(&self, k: u64) -> u64 {
         self.start_ns + (self.global(k) as f64 * self.ns_per_slot) as u64
+    }
+
+    /// When the run's schedule ends: the time the first slot past the end
+    /// would be due. Slots still unsent by then count as unfinished.
+    pub fn end_time(&self) -> u64 {
+        self.start_ns + (self.end_global as f64 * self.ns_per_slot) as u64
     }
 
     /// No slot left in the run.
@@ -130,7 +139,13 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn all_slots(rate: f64, conns: usize, w: Duration, d: Option<Duration>, n: Option<u64>) -> Vec<Slot> {
+    fn all_slots(
+        rate: f64,
+        conns: usize,
+        w: Duration,
+        d: Option<Duration>,
+        n: Option<u64>,
+    ) -> Vec<Slot> {
         let mut v = vec![];
         for c in 0..conns {
             let mut p = Pacer::new(0, rate, c, conns, w, d, n);
@@ -145,7 +160,13 @@ mod tests {
     #[test]
     fn rate_times_duration_slots_at_exact_times() {
         for conns in [1, 3, 7] {
-            let slots = all_slots(1000.0, conns, Duration::ZERO, Some(Duration::from_secs(2)), None);
+            let slots = all_slots(
+                1000.0,
+                conns,
+                Duration::ZERO,
+                Some(Duration::from_secs(2)),
+                None,
+            );
             assert_eq!(slots.len(), 2000, "conns={conns}");
             for (i, s) in slots.iter().enumerate() {
                 assert_eq!(s.start_ns, i as u64 * MS);
@@ -160,15 +181,29 @@ mod tests {
 
     #[test]
     fn warmup_slots_are_not_measured_and_requests_bound_counts_measured() {
-        let slots = all_slots(100.0, 2, Duration::from_secs(1), Some(Duration::from_secs(2)), None);
+        let slots = all_slots(
+            100.0,
+            2,
+            Duration::from_secs(1),
+            Some(Duration::from_secs(2)),
+            None,
+        );
         assert_eq!(slots.len(), 300);
         assert_eq!(slots.iter().filter(|s| s.measured).count(), 200);
-        assert!(slots.iter().all(|s| s.measured == (s.start_ns >= 1000 * MS)));
+        assert!(slots
+            .iter()
+            .all(|s| s.measured == (s.start_ns >= 1000 * MS)));
 
         let slots = all_slots(100.0, 3, Duration::from_secs(1), None, Some(50));
         assert_eq!(slots.iter().filter(|s| s.measured).count(), 50);
         assert_eq!(slots.len(), 150);
-        let slots = all_slots(100.0, 3, Duration::ZERO, Some(Duration::from_secs(1)), Some(1000));
+        let slots = all_slots(
+            100.0,
+            3,
+            Duration::ZERO,
+            Some(Duration::from_secs(1)),
+            Some(1000),
+        );
         assert_eq!(slots.len(), 100, "the duration ends the run first");
     }
 
@@ -178,7 +213,15 @@ mod tests {
         // blocked socket), then catches up: the overdue requests keep their
         // scheduled times, so a response at 12 ms shows 12 ms of latency for
         // the first slot, not the ~1.5 ms since it actually went out.
-        let mut p = Pacer::new(5 * MS, 1000.0, 0, 1, Duration::ZERO, Some(Duration::from_secs(1)), None);
+        let mut p = Pacer::new(
+            5 * MS,
+            1000.0,
+            0,
+            1,
+            Duration::ZERO,
+            Some(Duration::from_secs(1)),
+            None,
+        );
         assert_eq!(p.next_due(5 * MS - 1), None);
         let now = 5 * MS + 10 * MS + MS / 2;
         assert_eq!(p.backlog(now), 11);
@@ -198,7 +241,9 @@ mod tests {
     #[test]
     fn schedule_ends() {
         let mut p = Pacer::new(0, 10.0, 1, 2, Duration::ZERO, None, Some(4));
-        let t: Vec<u64> = std::iter::from_fn(|| p.pop()).map(|s| s.start_ns / MS).collect();
+        let t: Vec<u64> = std::iter::from_fn(|| p.pop())
+            .map(|s| s.start_ns / MS)
+            .collect();
         assert_eq!(t, vec![100, 300]);
         assert!(p.is_done() && p.next_time().is_none());
     }

@@ -14,9 +14,14 @@ use rand_distr::{Distribution, Zipf};
 /// Picks key numbers in `0..n`.
 #[derive(Debug, Clone)]
 pub enum KeySampler {
-    Uniform { n: u64 },
+    Uniform {
+        n: u64,
+    },
     /// Key `i` has popularity rank `i + 1`: P(i) ∝ 1 / (i + 1)^s.
-    Zipf { n: u64, dist: Zipf<f64> },
+    Zipf {
+        n: u64,
+        dist: Zipf<f64>,
+    },
 }
 
 impl KeySampler {
@@ -198,7 +203,10 @@ mod tests {
         // P(rank 1) / P(rank 2) = 2^s.
         let ratio = counts[0] as f64 / counts[1] as f64;
         let expect = 2f64.powf(s);
-        assert!((ratio - expect).abs() / expect < 0.05, "ratio {ratio} vs {expect}");
+        assert!(
+            (ratio - expect).abs() / expect < 0.05,
+            "ratio {ratio} vs {expect}"
+        );
         // Mass of the top k ranks: H(k, s) / H(n, s).
         let h = |k: u64| (1..=k).map(|i| (i as f64).powf(-s)).sum::<f64>();
         for k in [1u64, 10, 100, 1000] {

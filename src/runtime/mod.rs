@@ -46,28 +46,40 @@ pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     cpus
 }
 
-/// glommio registers buffers with io_uring, which needs locked memory.
-/// Raise RLIMIT_MEMLOCK's soft limit as far as the hard limit allows; fail
-/// with an operator-facing explanation when even that is too small.
-pub fn raise_memlock() -> Result<u64, String> {
+/// glommio registers buffers with io_uring, which may need locked memory
+/// (kernels before 5.12 charge io_uring to RLIMIT_MEMLOCK). Raise the soft
+/// limit to the hard limit; report, for the operator, when the result is
+/// below what `shards` executors need. Whether that is fatal shows when the
+/// executors start (see [`MEMLOCK_HINT`]).
+pub fn raise_memlock(shards: usize) -> Result<u64, String> {
     use rlimit::Resource;
-    const NEEDED: u64 = 8 << 20;
+    let needed = shards as u64 * MEMLOCK_PER_SHARD;
     let (soft, hard) = Resource::MEMLOCK
         .get()
         .map_err(|e| format!("cannot read RLIMIT_MEMLOCK: {e}"))?;
-    if soft >= NEEDED && soft == hard {
-        return Ok(soft);
-    }
-    match Resource::MEMLOCK.set(hard, hard) {
-        Ok(()) => Ok(hard),
-        Err(_) if soft >= NEEDED => Ok(soft),
-        Err(e) => Err(format!(
-            "io_uring needs locked memory but RLIMIT_MEMLOCK is {soft} bytes (hard limit {hard}) \
-             and raising it failed: {e}. Raise it with `ulimit -l unlimited` in the starting \
-             shell, or `LimitMEMLOCK=infinity` in the systemd unit."
-        )),
+    let limit = if soft < hard {
+        match Resource::MEMLOCK.set(hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        }
+    } else {
+        soft
+    };
+    if limit < needed {
+        Err(format!(
+            "RLIMIT_MEMLOCK is {limit} bytes but {shards} shards may lock up to {needed}; {MEMLOCK_HINT}"
+        ))
+    } else {
+        Ok(limit)
     }
 }
+
+/// Locked memory one executor may register: its I/O buffer pool and rings.
+const MEMLOCK_PER_SHARD: u64 = 512 << 10;
+
+/// What an operator should change when io_uring cannot lock memory.
+pub const MEMLOCK_HINT: &str = "raise the locked-memory limit: `ulimit -l unlimited` in the \
+starting shell, or `LimitMEMLOCK=infinity` in the systemd unit";
 
 /// A handle on one shard's executor thread.
 pub struct ShardThread(glommio::ExecutorJoinHandle<()>);
@@ -93,10 +105,17 @@ where
     if !spin.is_zero() {
         builder = builder.spin_before_park(spin);
     }
-    builder
-        .spawn(make)
-        .map(ShardThread)
-        .map_err(|e| io::Error::other(e.to_string()))
+    builder.spawn(make).map(ShardThread).map_err(|e| {
+        let text = e.to_string();
+        let lower = text.to_lowercase();
+        if lower.contains("memory") || lower.contains("memlock") || lower.contains("enomem") {
+            io::Error::other(format!(
+                "{text} (io_uring could not lock memory: {MEMLOCK_HINT})"
+            ))
+        } else {
+            io::Error::other(text)
+        }
+    })
 }
 
 /// Runs a task on the current shard; it lives on after the handle is dropped.
@@ -125,7 +144,9 @@ impl Listener {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr().map_err(|e| io::Error::other(e.to_string()))
+        self.0
+            .local_addr()
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     pub async fn accept(&self) -> io::Result<Stream> {

@@ -7,7 +7,9 @@ use super::NodeShared;
 use crate::config::MAX_KEY_BYTES;
 use crate::proto;
 use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
-use crate::protocol::http2::{Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings};
+use crate::protocol::http2::{
+    Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
+};
 use crate::runtime::{self, Stream};
 use crate::shard::{Mailbox, Op, Reply, Shard};
 use crate::store::{SetError, StoreStats};
@@ -218,9 +220,11 @@ impl Conn {
             match wake {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return,
                 Wake::Read(Ok(n)) => {
-                    self.shared.activity.set(self.shared.activity.get().wrapping_add(1));
+                    self.shared
+                        .activity
+                        .set(self.shared.activity.get().wrapping_add(1));
                     input.extend_from_slice(&rbuf[..n]);
-                    let result = self.h2.recv(&mut input, &mut events);
+                    let result = self.h2.recv(&mut input, Instant::now(), &mut events);
                     for ev in events.drain(..) {
                         self.on_event(ev);
                     }
@@ -263,7 +267,12 @@ impl Conn {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Request { stream_id, headers, body } => self.on_request(stream_id, &headers, body),
+            Event::Request {
+                stream_id,
+                headers,
+                body,
+                opened_at,
+            } => self.on_request(stream_id, &headers, body, opened_at),
             Event::RequestTooLarge { stream_id, .. } => {
                 let st = Status::new(
                     Code::ResourceExhausted,
@@ -280,17 +289,23 @@ impl Conn {
         }
     }
 
-    fn on_request(&mut self, stream_id: u32, headers: &HeaderList, body: Bytes) {
+    fn on_request(
+        &mut self,
+        stream_id: u32,
+        headers: &HeaderList,
+        body: Bytes,
+        opened_at: Instant,
+    ) {
         let call = match grpc::parse_call(headers) {
             Ok(call) => call,
             Err(Rejection::Http(code)) => return self.send_http_status(stream_id, code),
             Err(Rejection::Grpc(st)) => return self.send_status(stream_id, &st),
         };
-        let deadline = match call.timeout {
-            Some(t) if t.is_zero() => return self.send_status(stream_id, &deadline_exceeded()),
-            Some(t) => Some(Instant::now() + t),
-            None => None,
-        };
+        // The deadline runs from when the call's HEADERS arrived.
+        let deadline = call.timeout.map(|t| opened_at + t);
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return self.send_status(stream_id, &deadline_exceeded());
+        }
         let payload = match grpc::unframe(body, self.max_message) {
             Ok(p) => p,
             Err(st) => return self.send_status(stream_id, &st),
@@ -301,25 +316,48 @@ impl Conn {
         let req = match proto::Request::decode(payload) {
             Ok(r) => r,
             Err(e) => {
-                let st = Status::new(Code::InvalidArgument, format!("malformed Request message: {e}"));
+                let st = Status::new(
+                    Code::InvalidArgument,
+                    format!("malformed Request message: {e}"),
+                );
                 return self.send_status(stream_id, &st);
             }
         };
         if let Err(st) = self.validate(call.method, &req) {
             return self.send_status(stream_id, &st);
         }
-        let owner = self.shard.owner_of(req.group.as_bytes(), req.key.as_bytes());
+        let owner = self
+            .shard
+            .owner_of(req.group.as_bytes(), req.key.as_bytes());
         if owner == self.shard.id() {
             return self.execute_local(stream_id, call.method, req);
         }
         let op = match call.method {
-            Method::Get => Op::Get { group: req.group, key: req.key },
-            Method::Set => Op::Set { group: req.group, key: req.key, value: req.value.into(), ttl_ms: req.ttl_ms },
-            _ => Op::Delete { group: req.group, key: req.key },
+            Method::Get => Op::Get {
+                group: req.group,
+                key: req.key,
+            },
+            Method::Set => Op::Set {
+                group: req.group,
+                key: req.key,
+                value: req.value.into(),
+                ttl_ms: req.ttl_ms,
+            },
+            _ => Op::Delete {
+                group: req.group,
+                key: req.key,
+            },
         };
-        self.shard.submit(owner, op, &self.shared.mailbox, stream_id);
-        self.pending
-            .insert(stream_id, Pending { method: call.method, deadline, stats: Vec::new() });
+        self.shard
+            .submit(owner, op, &self.shared.mailbox, stream_id);
+        self.pending.insert(
+            stream_id,
+            Pending {
+                method: call.method,
+                deadline,
+                stats: Vec::new(),
+            },
+        );
     }
 
     fn validate(&self, method: Method, req: &proto::Request) -> Result<(), Status> {
@@ -332,14 +370,20 @@ impl Conn {
         if req.key.len() > MAX_KEY_BYTES {
             return Err(Status::new(
                 Code::InvalidArgument,
-                format!("key is {} bytes: the limit is {MAX_KEY_BYTES} bytes", req.key.len()),
+                format!(
+                    "key is {} bytes: the limit is {MAX_KEY_BYTES} bytes",
+                    req.key.len()
+                ),
             ));
         }
         let max_value = self.node.config.max_value;
         if method == Method::Set && req.value.len() as u64 > max_value {
             return Err(Status::new(
                 Code::ResourceExhausted,
-                format!("value is {} bytes: the limit is {max_value} bytes (--max-value)", req.value.len()),
+                format!(
+                    "value is {} bytes: the limit is {max_value} bytes (--max-value)",
+                    req.value.len()
+                ),
             ));
         }
         Ok(())
@@ -359,7 +403,9 @@ impl Conn {
                 self.send_body(stream_id);
             }
             Method::Set => {
-                let r = self.shard.with_store(|s| s.set(g, k, &req.value, req.ttl_ms, now));
+                let r = self
+                    .shard
+                    .with_store(|s| s.set(g, k, &req.value, req.ttl_ms, now));
                 self.reply_set(stream_id, r);
             }
             _ => {
@@ -371,16 +417,24 @@ impl Conn {
 
     fn start_stats(&mut self, stream_id: u32, payload: Bytes, deadline: Option<Instant>) {
         if let Err(e) = proto::StatsRequest::decode(payload) {
-            let st = Status::new(Code::InvalidArgument, format!("malformed StatsRequest message: {e}"));
+            let st = Status::new(
+                Code::InvalidArgument,
+                format!("malformed StatsRequest message: {e}"),
+            );
             return self.send_status(stream_id, &st);
         }
         let n = self.shard.shard_count();
         let mut stats = vec![None; n];
         stats[self.shard.id()] = Some(self.shard.with_store(|s| s.stats()));
         for other in (0..n).filter(|&i| i != self.shard.id()) {
-            self.shard.submit(other, Op::Stats, &self.shared.mailbox, stream_id);
+            self.shard
+                .submit(other, Op::Stats, &self.shared.mailbox, stream_id);
         }
-        let p = Pending { method: Method::Stats, deadline, stats };
+        let p = Pending {
+            method: Method::Stats,
+            deadline,
+            stats,
+        };
         if n == 1 {
             self.finish_stats(stream_id, &p.stats);
         } else {
@@ -423,7 +477,10 @@ impl Conn {
     }
 
     fn finish_stats(&mut self, stream_id: u32, stats: &[Option<StoreStats>]) {
-        let shards: Vec<proto::ShardStats> = stats.iter().map(|s| to_proto(&s.unwrap_or_default())).collect();
+        let shards: Vec<proto::ShardStats> = stats
+            .iter()
+            .map(|s| to_proto(&s.unwrap_or_default()))
+            .collect();
         let mut total = proto::ShardStats::default();
         for s in &shards {
             total.hits += s.hits;
@@ -467,8 +524,12 @@ impl Conn {
     }
 
     fn send_body(&mut self, stream_id: u32) {
-        self.h2
-            .send_response(stream_id, grpc::RESPONSE_HEADERS, &self.body, grpc::OK_TRAILERS);
+        self.h2.send_response(
+            stream_id,
+            grpc::RESPONSE_HEADERS,
+            &self.body,
+            grpc::OK_TRAILERS,
+        );
     }
 
     fn send_status(&mut self, stream_id: u32, st: &Status) {
@@ -478,13 +539,20 @@ impl Conn {
 
     fn send_http_status(&mut self, stream_id: u32, code: u16) {
         let code = code.to_string();
-        let fields = [HeaderField { name: b":status", value: code.as_bytes(), index: false }];
+        let fields = [HeaderField {
+            name: b":status",
+            value: code.as_bytes(),
+            index: false,
+        }];
         self.h2.send_trailers_only(stream_id, &fields);
     }
 }
 
 fn deadline_exceeded() -> Status {
-    Status::new(Code::DeadlineExceeded, "deadline (grpc-timeout) exceeded before the call completed")
+    Status::new(
+        Code::DeadlineExceeded,
+        "deadline (grpc-timeout) exceeded before the call completed",
+    )
 }
 
 fn to_proto(s: &StoreStats) -> proto::ShardStats {

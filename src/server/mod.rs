@@ -9,8 +9,8 @@ mod connection;
 use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh};
-use crate::shard::{Batch, Router, Shard};
 use crate::shard::Notify;
+use crate::shard::{Batch, Router, Shard};
 use crate::systemd;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -169,10 +169,18 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
 /// Pings systemd's watchdog at half its interval while every shard's
 /// housekeeping task keeps running, so a wedged shard gets the node restarted.
 fn watchdog(node: &NodeShared, interval: Duration) {
-    let mut last: Vec<u64> = node.heartbeats.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+    let mut last: Vec<u64> = node
+        .heartbeats
+        .iter()
+        .map(|h| h.load(Ordering::Relaxed))
+        .collect();
     loop {
         std::thread::sleep(interval / 2);
-        let now: Vec<u64> = node.heartbeats.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        let now: Vec<u64> = node
+            .heartbeats
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .collect();
         if now.iter().zip(&last).all(|(n, l)| n != l) {
             systemd::notify("WATCHDOG=1");
         } else {
@@ -197,7 +205,8 @@ async fn run_shard(
     let capacity = node.config.memory / shards as u64;
     let shard = Rc::new(Shard::new(Router::new(shards), capacity, tx));
     let id = shard.id();
-    let listener = Listener::bind(addr).map_err(|e| format!("shard {id} cannot bind {addr}: {e}"))?;
+    let listener =
+        Listener::bind(addr).map_err(|e| format!("shard {id} cannot bind {addr}: {e}"))?;
 
     for (peer, rx) in rx.into_peers() {
         runtime::spawn(shard.clone().run_receiver(peer, rx));
@@ -212,7 +221,10 @@ async fn run_shard(
         }
     });
     let conns = Rc::new(connection::Registry::default());
-    runtime::spawn(connection::reap_idle(conns.clone(), node.config.idle_timeout));
+    runtime::spawn(connection::reap_idle(
+        conns.clone(),
+        node.config.idle_timeout,
+    ));
     let stop = Rc::new(Notify::default());
     runtime::spawn(housekeeping(node.clone(), id, stop.clone()));
 

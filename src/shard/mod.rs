@@ -23,9 +23,20 @@ use std::time::Instant;
 /// An operation on one shard's store.
 #[derive(Debug)]
 pub enum Op {
-    Get { group: String, key: String },
-    Set { group: String, key: String, value: Bytes, ttl_ms: u64 },
-    Delete { group: String, key: String },
+    Get {
+        group: String,
+        key: String,
+    },
+    Set {
+        group: String,
+        key: String,
+        value: Bytes,
+        ttl_ms: u64,
+    },
+    Delete {
+        group: String,
+        key: String,
+    },
     Stats,
 }
 
@@ -155,12 +166,17 @@ impl Shard {
         let now = self.now_ms();
         let mut store = self.store.borrow_mut();
         match op {
-            Op::Get { group, key } => {
-                Reply::Get(store.get(group.as_bytes(), key.as_bytes(), now).map(<[u8]>::to_vec))
-            }
-            Op::Set { group, key, value, ttl_ms } => {
-                Reply::Set(store.set(group.as_bytes(), key.as_bytes(), &value, ttl_ms, now))
-            }
+            Op::Get { group, key } => Reply::Get(
+                store
+                    .get(group.as_bytes(), key.as_bytes(), now)
+                    .map(<[u8]>::to_vec),
+            ),
+            Op::Set {
+                group,
+                key,
+                value,
+                ttl_ms,
+            } => Reply::Set(store.set(group.as_bytes(), key.as_bytes(), &value, ttl_ms, now)),
             Op::Delete { group, key } => {
                 Reply::Delete(store.delete(group.as_bytes(), key.as_bytes(), now))
             }
@@ -173,9 +189,13 @@ impl Shard {
     pub fn submit(&self, to: usize, op: Op, mailbox: &Rc<Mailbox>, tag: u32) {
         let token = self.next_token.get();
         self.next_token.set(token.wrapping_add(1));
-        self.waiting
-            .borrow_mut()
-            .insert(token, Waiter { mailbox: mailbox.clone(), tag });
+        self.waiting.borrow_mut().insert(
+            token,
+            Waiter {
+                mailbox: mailbox.clone(),
+                tag,
+            },
+        );
         self.handoffs.set(self.handoffs.get() + 1);
         self.outbox[to].borrow_mut().requests.push((token, op));
         self.outbox_ready[to].notify();

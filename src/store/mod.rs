@@ -21,10 +21,29 @@ pub enum SetError {
 pub struct Store {}
 
 impl Store {
-    pub fn new(_capacity_bytes: u64) -> Self { todo!() }
-    pub fn get(&mut self, _group: &[u8], _key: &[u8], _now_ms: u64) -> Option<&[u8]> { todo!() }
-    pub fn set(&mut self, _group: &[u8], _key: &[u8], _value: &[u8], _ttl_ms: u64, _now_ms: u64) -> Result<(), SetError> { todo!() }
-    pub fn delete(&mut self, _group: &[u8], _key: &[u8], _now_ms: u64) -> bool { todo!() }
-    pub fn sweep_expired(&mut self, _now_ms: u64, _max_visits: usize) -> usize { todo!() }
-    pub fn stats(&self) -> StoreStats { todo!() }
+    pub fn new(_capacity_bytes: u64) -> Self {
+        todo!()
+    }
+    pub fn get(&mut self, _group: &[u8], _key: &[u8], _now_ms: u64) -> Option<&[u8]> {
+        todo!()
+    }
+    pub fn set(
+        &mut self,
+        _group: &[u8],
+        _key: &[u8],
+        _value: &[u8],
+        _ttl_ms: u64,
+        _now_ms: u64,
+    ) -> Result<(), SetError> {
+        todo!()
+    }
+    pub fn delete(&mut self, _group: &[u8], _key: &[u8], _now_ms: u64) -> bool {
+        todo!()
+    }
+    pub fn sweep_expired(&mut self, _now_ms: u64, _max_visits: usize) -> usize {
+        todo!()
+    }
+    pub fn stats(&self) -> StoreStats {
+        todo!()
+    }
 }

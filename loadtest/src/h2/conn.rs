@@ -6,8 +6,9 @@
 //! the caller batch many requests into one write.
 
 use super::frame::{self, FrameHeader, HEADER_LEN};
+use super::hpack_shim::{Decoder, Encoder}; // TEMP
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use shardcache::protocol::http2::hpack::{Decoder, Encoder, HeaderField, HeaderList, HpackError};
+use shardcache::protocol::http2::hpack::{HeaderField, HeaderList, HpackError};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -121,6 +122,12 @@ pub struct ClientConn<S> {
     recv_conn_unacked: u32,
     cont: Option<Continuation>,
     goaway: Option<(u32, u32)>,
+    /// Encoded header blocks by caller-chosen slot, kept only while they
+    /// consist of single-byte indexed references: such a block changes
+    /// neither side's dynamic table, so resending its bytes is exactly what
+    /// the encoder would produce. Any block that could change a table
+    /// (a literal, a size update) clears the cache.
+    header_cache: Vec<Option<Vec<u8>>>,
 }
 
 impl<S: StreamState> Default for ClientConn<S> {
@@ -163,6 +170,7 @@ impl<S: StreamState> ClientConn<S> {
             recv_conn_unacked: 0,
             cont: None,
             goaway: None,
+            header_cache: Vec::new(),
         }
     }
 
@@ -214,25 +222,45 @@ impl<S: StreamState> ClientConn<S> {
     /// body of `body_len` bytes produced by `write_body`, ending the stream.
     /// The body goes out at once when the send windows allow, otherwise as
     /// window updates arrive. Returns the stream id. The caller checks
-    /// [`Self::can_open`] first.
+    /// [`Self::can_open`] first. `cache_slot` names this exact field list
+    /// (the caller promises the same slot always means the same fields) so
+    /// that its encoding can be reused once it is stable.
     pub fn send_request(
         &mut self,
         fields: &[HeaderField<'_>],
+        cache_slot: Option<usize>,
         body_len: usize,
         write_body: impl FnOnce(&mut BytesMut),
         state: S,
     ) -> u32 {
         let id = self.next_stream_id;
         self.next_stream_id += 2;
-        self.scratch.clear();
-        self.enc.encode(fields, &mut self.scratch);
-        frame::write_header_block(
-            &mut self.out,
-            id,
-            &self.scratch,
-            false,
-            self.peer_max_frame as usize,
-        );
+        let max_frame = self.peer_max_frame as usize;
+        let cached = match cache_slot {
+            Some(slot) => match self.header_cache.get(slot) {
+                Some(Some(block)) => {
+                    frame::write_header_block(&mut self.out, id, block, false, max_frame);
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        };
+        if !cached {
+            self.scratch.clear();
+            self.enc.encode(fields, &mut self.scratch);
+            frame::write_header_block(&mut self.out, id, &self.scratch, false, max_frame);
+            if self.scratch.iter().all(|&b| b & 0x80 != 0) {
+                if let Some(slot) = cache_slot {
+                    if self.header_cache.len() <= slot {
+                        self.header_cache.resize(slot + 1, None);
+                    }
+                    self.header_cache[slot] = Some(self.scratch.to_vec());
+                }
+            } else {
+                self.header_cache.iter_mut().for_each(|c| *c = None);
+            }
+        }
         let mut stream = Stream {
             state,
             send_window: self.peer_initial_window as i64,
@@ -245,7 +273,13 @@ impl<S: StreamState> ClientConn<S> {
             && body_len <= self.peer_max_frame as usize;
         if fits && self.blocked.is_empty() {
             // Fast path: encode the body straight into the output buffer.
-            frame::write_header(&mut self.out, body_len, frame::DATA, frame::FLAG_END_STREAM, id);
+            frame::write_header(
+                &mut self.out,
+                body_len,
+                frame::DATA,
+                frame::FLAG_END_STREAM,
+                id,
+            );
             let before = self.out.len();
             write_body(&mut self.out);
             debug_assert_eq!(self.out.len() - before, body_len);
@@ -375,8 +409,12 @@ impl<S: StreamState> ClientConn<S> {
                     & MAX_STREAM_ID;
                 let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
                 self.goaway = Some((last, code));
-                let unprocessed: Vec<u32> =
-                    self.streams.keys().copied().filter(|&id| id > last).collect();
+                let unprocessed: Vec<u32> = self
+                    .streams
+                    .keys()
+                    .copied()
+                    .filter(|&id| id > last)
+                    .collect();
                 for id in unprocessed {
                     if let Some(st) = self.streams.remove(&id) {
                         on_end(st.state, StreamEnd::GoAway(code));
@@ -531,11 +569,11 @@ impl<S: StreamState> ClientConn<S> {
             let id = p.get_u16();
             let v = p.get_u32();
             match id {
-                frame::SETTINGS_HEADER_TABLE_SIZE => {
-                    if v != self.peer_header_table {
-                        self.peer_header_table = v;
-                        self.enc.set_max_table_size(v as usize);
-                    }
+                frame::SETTINGS_HEADER_TABLE_SIZE if v != self.peer_header_table => {
+                    self.peer_header_table = v;
+                    self.enc.set_max_table_size(v as usize);
+                    // The next block starts with a size update.
+                    self.header_cache.clear();
                 }
                 frame::SETTINGS_MAX_CONCURRENT_STREAMS => self.peer_max_concurrent = v,
                 frame::SETTINGS_INITIAL_WINDOW_SIZE => {
@@ -634,8 +672,12 @@ mod tests {
 
     impl StreamState for Rec {
         fn on_headers(&mut self, headers: &HeaderList, _end: bool) {
-            self.headers
-                .push(headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect());
+            self.headers.push(
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect(),
+            );
         }
         fn on_data(&mut self, data: &[u8]) {
             self.data.extend_from_slice(data);
@@ -679,20 +721,35 @@ mod tests {
         assert!(c.is_ready());
         let acks = take_out(&mut c);
         assert_eq!(acks.len(), 1);
-        assert_eq!((acks[0].0.kind, acks[0].0.flags), (frame::SETTINGS, frame::FLAG_ACK));
+        assert_eq!(
+            (acks[0].0.kind, acks[0].0.flags),
+            (frame::SETTINGS, frame::FLAG_ACK)
+        );
         c
     }
 
     fn request(c: &mut ClientConn<Rec>, tag: u32, body: &[u8]) -> u32 {
         let fields = [
-            HeaderField { name: b":method", value: b"POST", index: true },
-            HeaderField { name: b":path", value: b"/x", index: true },
+            HeaderField {
+                name: b":method",
+                value: b"POST",
+                index: true,
+            },
+            HeaderField {
+                name: b":path",
+                value: b"/x",
+                index: true,
+            },
         ];
         c.send_request(
             &fields,
+            Some(0),
             body.len(),
             |b| b.put_slice(body),
-            Rec { tag, ..Default::default() },
+            Rec {
+                tag,
+                ..Default::default()
+            },
         )
     }
 
@@ -705,13 +762,83 @@ mod tests {
     ) -> BytesMut {
         let f: Vec<HeaderField<'_>> = fields
             .iter()
-            .map(|&(name, value)| HeaderField { name, value, index: true })
+            .map(|&(name, value)| HeaderField {
+                name,
+                value,
+                index: true,
+            })
             .collect();
         let mut block = BytesMut::new();
         enc.encode(&f, &mut block);
         let mut out = BytesMut::new();
         frame::write_header_block(&mut out, stream, &block, end_stream, 16_384);
         out
+    }
+
+    #[test]
+    fn repeated_requests_decode_identically_with_cached_blocks() {
+        let mut c = ready_conn(&[]);
+        let get = [
+            HeaderField {
+                name: b":method",
+                value: b"POST",
+                index: true,
+            },
+            HeaderField {
+                name: b":path",
+                value: b"/cache.Cache/Get",
+                index: true,
+            },
+            HeaderField {
+                name: b"te",
+                value: b"trailers",
+                index: true,
+            },
+        ];
+        let set = [
+            HeaderField {
+                name: b":method",
+                value: b"POST",
+                index: true,
+            },
+            HeaderField {
+                name: b":path",
+                value: b"/cache.Cache/Set",
+                index: true,
+            },
+            HeaderField {
+                name: b"te",
+                value: b"trailers",
+                index: true,
+            },
+        ];
+        // Interleave the two field lists; the server's decoder must see the
+        // right fields every time, whether a block was encoded or reused.
+        let mut expect = vec![];
+        for i in 0..20 {
+            let (fields, slot) = if i % 3 == 0 { (&set, 1) } else { (&get, 0) };
+            c.send_request(fields, Some(slot), 1, |b| b.put_u8(0), Rec::default());
+            expect.push(
+                fields
+                    .iter()
+                    .map(|f| (f.name.to_vec(), f.value.to_vec()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let mut server = Decoder::new(4096);
+        let mut got = vec![];
+        for (h, p) in take_out(&mut c) {
+            if h.kind == frame::HEADERS {
+                let mut list = HeaderList::new();
+                server.decode(&p, MAX_HEADER_LIST, &mut list).unwrap();
+                got.push(
+                    list.iter()
+                        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        assert_eq!(got, expect);
     }
 
     #[test]
@@ -754,7 +881,12 @@ mod tests {
         let mut input = server_headers(&mut enc, id, &[(b":status", b"200")], false);
         frame::write_header(&mut input, 3, frame::DATA, 0, id);
         input.put_slice(b"abc");
-        input.extend_from_slice(&server_headers(&mut enc, id, &[(b"grpc-status", b"0")], true));
+        input.extend_from_slice(&server_headers(
+            &mut enc,
+            id,
+            &[(b"grpc-status", b"0")],
+            true,
+        ));
         let mut ended = vec![];
         // Feed byte-by-byte chunks to exercise partial frames.
         let mut buf = BytesMut::new();
@@ -770,7 +902,10 @@ mod tests {
         assert_eq!(rec.tag, 7);
         assert_eq!(rec.data, b"abc");
         assert_eq!(rec.headers[0], vec![(b":status".to_vec(), b"200".to_vec())]);
-        assert_eq!(rec.headers[1], vec![(b"grpc-status".to_vec(), b"0".to_vec())]);
+        assert_eq!(
+            rec.headers[1],
+            vec![(b"grpc-status".to_vec(), b"0".to_vec())]
+        );
         assert_eq!(c.open_streams(), 0);
     }
 
@@ -782,8 +917,16 @@ mod tests {
         let mut block = BytesMut::new();
         enc.encode(
             &[
-                HeaderField { name: b":status", value: b"200", index: true },
-                HeaderField { name: b"grpc-status", value: b"14", index: false },
+                HeaderField {
+                    name: b":status",
+                    value: b"200",
+                    index: true,
+                },
+                HeaderField {
+                    name: b"grpc-status",
+                    value: b"14",
+                    index: false,
+                },
             ],
             &mut block,
         );
@@ -792,7 +935,10 @@ mod tests {
         let mut ended = vec![];
         c.recv(&input, &mut |s, e| ended.push((s, e))).unwrap();
         assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].0.headers[0][1], (b"grpc-status".to_vec(), b"14".to_vec()));
+        assert_eq!(
+            ended[0].0.headers[0][1],
+            (b"grpc-status".to_vec(), b"14".to_vec())
+        );
     }
 
     #[test]
@@ -805,10 +951,14 @@ mod tests {
         frame::write_rst_stream(&mut input, a, frame::REFUSED_STREAM);
         frame::write_goaway(&mut input, b, frame::NO_ERROR);
         let mut ended = vec![];
-        c.recv(&input, &mut |s: Rec, e| ended.push((s.tag, e))).unwrap();
+        c.recv(&input, &mut |s: Rec, e| ended.push((s.tag, e)))
+            .unwrap();
         assert_eq!(
             ended,
-            vec![(1, StreamEnd::Reset(frame::REFUSED_STREAM)), (3, StreamEnd::GoAway(0))]
+            vec![
+                (1, StreamEnd::Reset(frame::REFUSED_STREAM)),
+                (3, StreamEnd::GoAway(0))
+            ]
         );
         assert!(c.is_retired() && !c.can_open());
         assert_eq!(c.open_streams(), 1);

@@ -7,5 +7,6 @@
 
 pub mod conn;
 pub mod frame;
+pub mod hpack_shim;
 
 pub use conn::{ClientConn, H2Error, StreamEnd, StreamState};

@@ -135,7 +135,10 @@ pub fn unframe(mut body: Bytes, max_message: usize) -> Result<Bytes, Status> {
             if body.is_empty() {
                 "the request has no message".to_string()
             } else {
-                format!("the request body ({} bytes) is shorter than a message prefix", body.len())
+                format!(
+                    "the request body ({} bytes) is shorter than a message prefix",
+                    body.len()
+                )
             },
         ));
     }
@@ -212,14 +215,29 @@ pub fn frame_get_response(value: Option<&[u8]>, dst: &mut Vec<u8>) {
 
 /// Response headers of every successful call.
 pub const RESPONSE_HEADERS: &[HeaderField<'static>] = &[
-    HeaderField { name: b":status", value: b"200", index: true },
-    HeaderField { name: b"content-type", value: b"application/grpc", index: true },
-    HeaderField { name: b"grpc-accept-encoding", value: b"identity", index: true },
+    HeaderField {
+        name: b":status",
+        value: b"200",
+        index: true,
+    },
+    HeaderField {
+        name: b"content-type",
+        value: b"application/grpc",
+        index: true,
+    },
+    HeaderField {
+        name: b"grpc-accept-encoding",
+        value: b"identity",
+        index: true,
+    },
 ];
 
 /// Trailers of a successful call.
-pub const OK_TRAILERS: &[HeaderField<'static>] =
-    &[HeaderField { name: b"grpc-status", value: b"0", index: true }];
+pub const OK_TRAILERS: &[HeaderField<'static>] = &[HeaderField {
+    name: b"grpc-status",
+    value: b"0",
+    index: true,
+}];
 
 /// Writes the trailers-only header set for a failed call into `fields`,
 /// using `scratch` to hold the percent-encoded message.
@@ -227,11 +245,31 @@ pub fn error_fields<'a>(status: &Status, scratch: &'a mut Vec<u8>) -> [HeaderFie
     scratch.clear();
     percent_encode(status.message.as_bytes(), scratch);
     [
-        HeaderField { name: b":status", value: b"200", index: true },
-        HeaderField { name: b"content-type", value: b"application/grpc", index: true },
-        HeaderField { name: b"grpc-accept-encoding", value: b"identity", index: true },
-        HeaderField { name: b"grpc-status", value: status.code.as_str().as_bytes(), index: true },
-        HeaderField { name: b"grpc-message", value: scratch, index: false },
+        HeaderField {
+            name: b":status",
+            value: b"200",
+            index: true,
+        },
+        HeaderField {
+            name: b"content-type",
+            value: b"application/grpc",
+            index: true,
+        },
+        HeaderField {
+            name: b"grpc-accept-encoding",
+            value: b"identity",
+            index: true,
+        },
+        HeaderField {
+            name: b"grpc-status",
+            value: status.code.as_str().as_bytes(),
+            index: true,
+        },
+        HeaderField {
+            name: b"grpc-message",
+            value: scratch,
+            index: false,
+        },
     ]
 }
 
@@ -275,15 +313,27 @@ mod tests {
     #[test]
     fn parses_methods_and_timeouts() {
         let h = headers(&grpc_headers("/cache.Cache/Get"));
-        assert_eq!(parse_call(&h), Ok(Call { method: Method::Get, timeout: None }));
+        assert_eq!(
+            parse_call(&h),
+            Ok(Call {
+                method: Method::Get,
+                timeout: None
+            })
+        );
         let mut f = grpc_headers("/cache.Cache/Set");
         f.push(("grpc-timeout", "250m"));
         assert_eq!(
             parse_call(&headers(&f)),
-            Ok(Call { method: Method::Set, timeout: Some(Duration::from_millis(250)) })
+            Ok(Call {
+                method: Method::Set,
+                timeout: Some(Duration::from_millis(250))
+            })
         );
         assert_eq!(parse_timeout(b"1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         assert_eq!(parse_timeout(b"123456789S"), None);
         assert_eq!(parse_timeout(b"10x"), None);
         assert_eq!(parse_timeout(b"S"), None);
@@ -321,24 +371,47 @@ mod tests {
         let mut v = Vec::new();
         frame_message(&crate::proto::SetResponse { stored: true }, &mut v);
         assert_eq!(v, [0, 0, 0, 0, 2, 8, 1]);
-        assert_eq!(unframe(Bytes::from(v.clone()), 100).unwrap(), Bytes::from_static(&[8, 1]));
-        assert_eq!(unframe(Bytes::from(v.clone()), 1).unwrap_err().code, Code::ResourceExhausted);
+        assert_eq!(
+            unframe(Bytes::from(v.clone()), 100).unwrap(),
+            Bytes::from_static(&[8, 1])
+        );
+        assert_eq!(
+            unframe(Bytes::from(v.clone()), 1).unwrap_err().code,
+            Code::ResourceExhausted
+        );
         let mut c = v.clone();
         c[0] = 1;
-        assert_eq!(unframe(Bytes::from(c), 100).unwrap_err().code, Code::Unimplemented);
-        assert_eq!(unframe(Bytes::new(), 100).unwrap_err().code, Code::InvalidArgument);
+        assert_eq!(
+            unframe(Bytes::from(c), 100).unwrap_err().code,
+            Code::Unimplemented
+        );
+        assert_eq!(
+            unframe(Bytes::new(), 100).unwrap_err().code,
+            Code::InvalidArgument
+        );
         let mut two = v.clone();
         two.extend_from_slice(&v);
-        assert_eq!(unframe(Bytes::from(two), 100).unwrap_err().code, Code::InvalidArgument);
+        assert_eq!(
+            unframe(Bytes::from(two), 100).unwrap_err().code,
+            Code::InvalidArgument
+        );
     }
 
     #[test]
     fn get_response_matches_prost() {
-        for value in [None, Some(&b""[..]), Some(&b"hello"[..]), Some(&[7u8; 300][..])] {
+        for value in [
+            None,
+            Some(&b""[..]),
+            Some(&b"hello"[..]),
+            Some(&[7u8; 300][..]),
+        ] {
             let mut ours = Vec::new();
             frame_get_response(value, &mut ours);
             let mut theirs = Vec::new();
-            let msg = GetResponse { value: value.unwrap_or_default().to_vec(), found: value.is_some() };
+            let msg = GetResponse {
+                value: value.unwrap_or_default().to_vec(),
+                found: value.is_some(),
+            };
             frame_message(&msg, &mut theirs);
             assert_eq!(ours, theirs, "value {value:?}");
             assert_eq!(GetResponse::decode(&ours[5..]).unwrap(), msg);

@@ -1,17 +1,31 @@
-//! Per-connection HTTP/2 server state. STUB: to be implemented.
-use super::frame::ErrorCode;
-use super::hpack::{HeaderField, HeaderList};
+//! One HTTP/2 connection, server side, as a state machine without I/O: the
+//! caller feeds received bytes to [`Connection::recv`], gets [`Event`]s for
+//! complete requests, answers with [`Connection::send_response`], and
+//! writes out [`Connection::output`] once per turn.
+//!
+//! It owns the connection's protocol state: preface and settings exchange,
+//! the stream table, both directions of flow control, the HPACK contexts,
+//! and GOAWAY. Choices the RFC leaves open are documented in
+//! docs/protocol.md (header block bound, window-update policy).
+
+use super::frame::{self, setting, ErrorCode, Frame, FrameError, HEAD_LEN, MAX_WINDOW, PREFACE};
+use super::hpack::{Decoder, Encoder, HeaderField, HeaderList, HpackError};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::time::Instant;
 
 /// What this server advertises and enforces on each connection.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub max_concurrent_streams: u32,
+    /// Receive window of each stream (SETTINGS_INITIAL_WINDOW_SIZE).
     pub initial_window_size: u32,
+    /// Receive window of the connection, raised by a WINDOW_UPDATE at start.
     pub connection_window_size: u32,
     pub max_frame_size: u32,
     pub max_header_list_size: u32,
     pub header_table_size: u32,
+    /// Request bodies above this end in [`Event::RequestTooLarge`].
     pub max_body_size: usize,
 }
 
@@ -31,45 +45,1183 @@ impl Default for ServerSettings {
 
 #[derive(Debug)]
 pub enum Event {
-    Request { stream_id: u32, headers: HeaderList, body: Bytes },
+    /// A complete request: END_STREAM seen; `body` is every DATA payload joined.
+    /// `opened_at` is when its HEADERS arrived: deadlines run from there.
+    Request {
+        stream_id: u32,
+        headers: HeaderList,
+        body: Bytes,
+        opened_at: Instant,
+    },
+    /// The body grew past `max_body_size`; the rest of it is discarded.
     RequestTooLarge { stream_id: u32, headers: HeaderList },
+    /// The client reset a stream whose request was delivered and not yet answered.
     Reset { stream_id: u32, code: ErrorCode },
 }
 
+/// A connection error: GOAWAY with `code` is already queued in the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionError {
     pub code: ErrorCode,
     pub reason: String,
 }
 
+/// A response header set kept for later, when flow control holds back the
+/// DATA it must follow (HPACK blocks are encoded in wire order).
+type OwnedFields = Vec<(Vec<u8>, Vec<u8>, bool)>;
+
+#[derive(Debug)]
+struct Stream {
+    opened_at: Instant,
+    headers: Option<HeaderList>,
+    body: BytesMut,
+    /// The single DATA payload so far, kept zero-copy until a second arrives.
+    first_chunk: Option<Bytes>,
+    body_len: usize,
+    too_large: bool,
+    remote_ended: bool,
+    /// The request was handed to the application and awaits its response.
+    delivered: bool,
+    recv_window: i64,
+    recv_unacked: u32,
+    send_window: i64,
+    /// Response DATA and trailers waiting for window.
+    pending: Option<(Bytes, OwnedFields)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Preface,
+    FirstSettings,
+    Open,
+    Failed,
+}
+
+/// Header block being assembled from HEADERS + CONTINUATION.
+#[derive(Debug)]
+struct PartialBlock {
+    stream_id: u32,
+    end_stream: bool,
+    buf: BytesMut,
+}
+
 #[derive(Debug)]
 pub struct Connection {
+    settings: ServerSettings,
+    phase: Phase,
     output: BytesMut,
+    decoder: Decoder,
+    encoder: Encoder,
+    streams: hashbrown::HashMap<u32, Stream>,
+    /// Highest client stream id seen.
+    last_stream_id: u32,
+    partial: Option<PartialBlock>,
+    peer_max_frame: usize,
+    peer_initial_window: i64,
+    send_window: i64,
+    recv_window: i64,
+    recv_unacked: u32,
+    /// Streams that received DATA in this `recv` call (window updates due).
+    touched: Vec<u32>,
+    /// Streams with response data waiting for window, in arrival order.
+    blocked: VecDeque<u32>,
+    goaway_last: Option<u32>,
+    scratch: BytesMut,
+    trash: HeaderList,
+    /// The time passed to the current `recv` call.
+    now: Instant,
+}
+
+/// The bound on one header block as received (before decoding): a peer
+/// cannot make us buffer more than this with endless CONTINUATIONs.
+fn block_limit(s: &ServerSettings) -> usize {
+    2 * s.max_header_list_size as usize + 1024
 }
 
 impl Connection {
-    pub fn new(_settings: ServerSettings) -> Self {
-        todo!()
+    /// A new connection with our SETTINGS (and connection window raise)
+    /// already queued in the output.
+    pub fn new(settings: ServerSettings) -> Self {
+        let mut output = BytesMut::with_capacity(16 << 10);
+        frame::settings(
+            &mut output,
+            &[
+                (setting::HEADER_TABLE_SIZE, settings.header_table_size),
+                (setting::ENABLE_PUSH, 0),
+                (
+                    setting::MAX_CONCURRENT_STREAMS,
+                    settings.max_concurrent_streams,
+                ),
+                (setting::INITIAL_WINDOW_SIZE, settings.initial_window_size),
+                (setting::MAX_FRAME_SIZE, settings.max_frame_size),
+                (setting::MAX_HEADER_LIST_SIZE, settings.max_header_list_size),
+            ],
+        );
+        let conn_window = i64::from(settings.connection_window_size.max(65_535));
+        if conn_window > 65_535 {
+            frame::window_update(&mut output, 0, (conn_window - 65_535) as u32);
+        }
+        Connection {
+            decoder: Decoder::new(settings.header_table_size as usize),
+            encoder: Encoder::new(),
+            phase: Phase::Preface,
+            output,
+            streams: hashbrown::HashMap::new(),
+            last_stream_id: 0,
+            partial: None,
+            peer_max_frame: 16_384,
+            peer_initial_window: 65_535,
+            send_window: 65_535,
+            recv_window: conn_window,
+            recv_unacked: 0,
+            touched: Vec::new(),
+            blocked: VecDeque::new(),
+            goaway_last: None,
+            scratch: BytesMut::new(),
+            trash: HeaderList::new(),
+            now: Instant::now(),
+            settings,
+        }
     }
-    pub fn recv(&mut self, _input: &mut BytesMut, _events: &mut Vec<Event>) -> Result<(), ConnectionError> {
-        todo!()
-    }
-    pub fn send_response(&mut self, _stream_id: u32, _headers: &[HeaderField<'_>], _body: &[u8], _trailers: &[HeaderField<'_>]) {
-        todo!()
-    }
-    pub fn send_trailers_only(&mut self, _stream_id: u32, _headers: &[HeaderField<'_>]) {
-        todo!()
-    }
-    pub fn go_away(&mut self, _code: ErrorCode, _debug: &[u8]) {
-        todo!()
-    }
+
     pub fn output(&mut self) -> &mut BytesMut {
         &mut self.output
     }
+
+    /// Streams whose request arrived (or is arriving) and is not yet answered.
     pub fn active_streams(&self) -> usize {
-        todo!()
+        self.streams.len()
     }
+
+    /// True after a connection error, or once a GOAWAY'd connection has
+    /// answered every stream it accepted.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.phase == Phase::Failed || (self.goaway_last.is_some() && self.streams.is_empty())
+    }
+
+    /// Graceful shutdown: no stream above the last one seen will be served.
+    pub fn go_away(&mut self, code: ErrorCode, debug: &[u8]) {
+        if self.goaway_last.is_none() && self.phase != Phase::Failed {
+            self.goaway_last = Some(self.last_stream_id);
+            frame::goaway(&mut self.output, self.last_stream_id, code, debug);
+        }
+    }
+
+    fn fail(&mut self, code: ErrorCode, reason: impl Into<String>) -> ConnectionError {
+        let reason = reason.into();
+        if self.phase != Phase::Failed {
+            frame::goaway(
+                &mut self.output,
+                self.last_stream_id,
+                code,
+                reason.as_bytes(),
+            );
+            self.phase = Phase::Failed;
+        }
+        ConnectionError { code, reason }
+    }
+
+    /// Consumes every complete frame in `input` (a partial frame stays).
+    /// `now` stamps requests whose HEADERS arrive in this call.
+    pub fn recv(
+        &mut self,
+        input: &mut BytesMut,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ConnectionError> {
+        self.now = now;
+        if self.phase == Phase::Failed {
+            input.clear();
+            return Ok(());
+        }
+        if self.phase == Phase::Preface {
+            let n = input.len().min(PREFACE.len());
+            if input[..n] != PREFACE[..n] {
+                return Err(self.fail(ErrorCode::ProtocolError, "invalid connection preface"));
+            }
+            if n < PREFACE.len() {
+                return Ok(());
+            }
+            let _ = input.split_to(PREFACE.len());
+            self.phase = Phase::FirstSettings;
+        }
+        let result = self.recv_frames(input, events);
+        self.send_window_updates();
+        result
+    }
+
+    fn recv_frames(
+        &mut self,
+        input: &mut BytesMut,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ConnectionError> {
+        while let Some(head) = frame::parse_head(input) {
+            if head.len > self.settings.max_frame_size {
+                return Err(self.fail(
+                    ErrorCode::FrameSizeError,
+                    "frame larger than SETTINGS_MAX_FRAME_SIZE",
+                ));
+            }
+            let total = HEAD_LEN + head.len as usize;
+            if input.len() < total {
+                break;
+            }
+            let payload = input.split_to(total).freeze().slice(HEAD_LEN..);
+            if self.phase == Phase::FirstSettings {
+                if head.kind != frame::kind::SETTINGS || head.flags & frame::flag::ACK != 0 {
+                    return Err(
+                        self.fail(ErrorCode::ProtocolError, "the first frame must be SETTINGS")
+                    );
+                }
+                self.phase = Phase::Open;
+            }
+            if let Some(p) = &self.partial {
+                if head.kind != frame::kind::CONTINUATION || head.stream_id != p.stream_id {
+                    return Err(self.fail(
+                        ErrorCode::ProtocolError,
+                        "header block interrupted by another frame",
+                    ));
+                }
+            }
+            match frame::parse(head, payload) {
+                Ok(f) => self.on_frame(f, events)?,
+                Err(FrameError::Connection(code, why)) => return Err(self.fail(code, why)),
+                Err(FrameError::Stream(id, code, _)) => self.reset_stream(id, code, events),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, f: Frame, events: &mut Vec<Event>) -> Result<(), ConnectionError> {
+        match f {
+            Frame::Data {
+                stream_id,
+                end_stream,
+                data,
+                flow_len,
+            } => self.on_data(stream_id, end_stream, data, flow_len, events),
+            Frame::Headers {
+                stream_id,
+                end_stream,
+                end_headers,
+                depends_on,
+                block,
+            } => {
+                if depends_on == Some(stream_id) {
+                    self.reset_stream(stream_id, ErrorCode::ProtocolError, events);
+                }
+                if end_headers {
+                    self.on_header_block(stream_id, end_stream, &block, events)
+                } else {
+                    if block.len() > block_limit(&self.settings) {
+                        return Err(self.fail(ErrorCode::EnhanceYourCalm, "header block too large"));
+                    }
+                    let mut buf = BytesMut::with_capacity(block.len() * 2);
+                    buf.extend_from_slice(&block);
+                    self.partial = Some(PartialBlock {
+                        stream_id,
+                        end_stream,
+                        buf,
+                    });
+                    Ok(())
+                }
+            }
+            Frame::Continuation {
+                stream_id,
+                end_headers,
+                block,
+            } => {
+                let Some(mut p) = self.partial.take() else {
+                    return Err(self.fail(ErrorCode::ProtocolError, "CONTINUATION without HEADERS"));
+                };
+                if p.buf.len() + block.len() > block_limit(&self.settings) {
+                    return Err(self.fail(ErrorCode::EnhanceYourCalm, "header block too large"));
+                }
+                p.buf.extend_from_slice(&block);
+                if end_headers {
+                    self.on_header_block(stream_id, p.end_stream, &p.buf, events)
+                } else {
+                    self.partial = Some(p);
+                    Ok(())
+                }
+            }
+            Frame::Priority {
+                stream_id,
+                depends_on,
+            } => {
+                if depends_on == stream_id {
+                    self.reset_stream(stream_id, ErrorCode::ProtocolError, events);
+                }
+                Ok(())
+            }
+            Frame::RstStream { stream_id, code } => {
+                if stream_id > self.last_stream_id {
+                    return Err(self.fail(ErrorCode::ProtocolError, "RST_STREAM on an idle stream"));
+                }
+                if let Some(s) = self.streams.remove(&stream_id) {
+                    if s.delivered {
+                        events.push(Event::Reset { stream_id, code });
+                    }
+                }
+                Ok(())
+            }
+            Frame::Settings { ack, params } => {
+                if !ack {
+                    self.apply_settings(&params)?;
+                    frame::settings_ack(&mut self.output);
+                    self.flush_blocked();
+                }
+                Ok(())
+            }
+            Frame::PushPromise { .. } => {
+                Err(self.fail(ErrorCode::ProtocolError, "PUSH_PROMISE from a client"))
+            }
+            Frame::Ping { ack, payload } => {
+                if !ack {
+                    frame::ping_ack(&mut self.output, payload);
+                }
+                Ok(())
+            }
+            Frame::GoAway { .. } => Ok(()),
+            Frame::WindowUpdate {
+                stream_id,
+                increment,
+            } => self.on_window_update(stream_id, increment, events),
+            Frame::Unknown { .. } => Ok(()),
+        }
+    }
+
+    fn apply_settings(&mut self, params: &[(u16, u32)]) -> Result<(), ConnectionError> {
+        for &(k, v) in params {
+            match k {
+                setting::HEADER_TABLE_SIZE => self.encoder.set_max_table_size(v as usize),
+                setting::INITIAL_WINDOW_SIZE => {
+                    let delta = i64::from(v) - self.peer_initial_window;
+                    self.peer_initial_window = i64::from(v);
+                    for s in self.streams.values_mut() {
+                        s.send_window += delta;
+                        if s.send_window > MAX_WINDOW {
+                            return Err(self
+                                .fail(ErrorCode::FlowControlError, "stream window above 2^31-1"));
+                        }
+                    }
+                }
+                setting::MAX_FRAME_SIZE => self.peer_max_frame = v as usize,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn on_window_update(
+        &mut self,
+        stream_id: u32,
+        inc: u32,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ConnectionError> {
+        if stream_id == 0 {
+            if inc == 0 {
+                return Err(self.fail(
+                    ErrorCode::ProtocolError,
+                    "WINDOW_UPDATE of 0 on the connection",
+                ));
+            }
+            self.send_window += i64::from(inc);
+            if self.send_window > MAX_WINDOW {
+                return Err(self.fail(
+                    ErrorCode::FlowControlError,
+                    "connection window above 2^31-1",
+                ));
+            }
+        } else {
+            if stream_id > self.last_stream_id {
+                return Err(self.fail(ErrorCode::ProtocolError, "WINDOW_UPDATE on an idle stream"));
+            }
+            let overflow = match self.streams.get_mut(&stream_id) {
+                None => return Ok(()),
+                Some(_) if inc == 0 => {
+                    self.reset_stream(stream_id, ErrorCode::ProtocolError, events);
+                    return Ok(());
+                }
+                Some(s) => {
+                    s.send_window += i64::from(inc);
+                    s.send_window > MAX_WINDOW
+                }
+            };
+            if overflow {
+                self.reset_stream(stream_id, ErrorCode::FlowControlError, events);
+                return Ok(());
+            }
+        }
+        self.flush_blocked();
+        Ok(())
+    }
+
+    fn on_data(
+        &mut self,
+        stream_id: u32,
+        end_stream: bool,
+        data: Bytes,
+        flow_len: u32,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ConnectionError> {
+        self.recv_window -= i64::from(flow_len);
+        if self.recv_window < 0 {
+            return Err(self.fail(
+                ErrorCode::FlowControlError,
+                "DATA beyond the connection window",
+            ));
+        }
+        self.recv_unacked += flow_len;
+        let max_body = self.settings.max_body_size;
+        let Some(s) = self.streams.get_mut(&stream_id) else {
+            if stream_id > self.last_stream_id {
+                return Err(self.fail(ErrorCode::ProtocolError, "DATA on an idle stream"));
+            }
+            return Ok(()); // closed or reset by us: dropped, window given back
+        };
+        if s.remote_ended {
+            self.reset_stream(stream_id, ErrorCode::StreamClosed, events);
+            return Ok(());
+        }
+        s.recv_window -= i64::from(flow_len);
+        if s.recv_window < 0 {
+            self.reset_stream(stream_id, ErrorCode::FlowControlError, events);
+            return Ok(());
+        }
+        if !s.too_large {
+            s.recv_unacked += flow_len;
+            if s.recv_unacked == flow_len {
+                self.touched.push(stream_id);
+            }
+            s.body_len += data.len();
+            if s.body_len > max_body {
+                s.too_large = true;
+                s.first_chunk = None;
+                s.body = BytesMut::new();
+                s.delivered = true;
+                if let Some(headers) = s.headers.take() {
+                    events.push(Event::RequestTooLarge { stream_id, headers });
+                }
+            } else if let Some(first) = s.first_chunk.take() {
+                s.body.reserve(first.len() + data.len());
+                s.body.extend_from_slice(&first);
+                s.body.extend_from_slice(&data);
+            } else if s.body.is_empty() {
+                s.first_chunk = Some(data);
+            } else {
+                s.body.extend_from_slice(&data);
+            }
+        }
+        if end_stream {
+            s.remote_ended = true;
+            if !s.too_large {
+                Self::deliver(stream_id, s, events);
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(stream_id: u32, s: &mut Stream, events: &mut Vec<Event>) {
+        let body = match s.first_chunk.take() {
+            Some(b) => b,
+            None => std::mem::take(&mut s.body).freeze(),
+        };
+        let headers = s.headers.take().unwrap_or_default();
+        s.delivered = true;
+        events.push(Event::Request {
+            stream_id,
+            headers,
+            body,
+            opened_at: s.opened_at,
+        });
+    }
+
+    fn on_header_block(
+        &mut self,
+        stream_id: u32,
+        end_stream: bool,
+        block: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<(), ConnectionError> {
+        let max_list = self.settings.max_header_list_size as usize;
+        if let Some(s) = self.streams.get_mut(&stream_id) {
+            // Trailers: decoded to keep HPACK in sync, then ignored.
+            self.trash.clear();
+            match self.decoder.decode(block, max_list, &mut self.trash) {
+                Ok(()) | Err(HpackError::HeaderListTooLarge) => {}
+                Err(e) => return Err(self.fail(ErrorCode::CompressionError, e.to_string())),
+            }
+            if !end_stream || s.remote_ended {
+                self.reset_stream(stream_id, ErrorCode::ProtocolError, events);
+                return Ok(());
+            }
+            s.remote_ended = true;
+            if !s.too_large {
+                Self::deliver(stream_id, s, events);
+            }
+            return Ok(());
+        }
+        if stream_id % 2 == 0 {
+            return Err(self.fail(ErrorCode::ProtocolError, "HEADERS on an even stream id"));
+        }
+        if stream_id <= self.last_stream_id {
+            return Err(self.fail(ErrorCode::StreamClosed, "HEADERS on a closed stream"));
+        }
+        self.last_stream_id = stream_id;
+        let mut headers = HeaderList::new();
+        match self.decoder.decode(block, max_list, &mut headers) {
+            Ok(()) => {}
+            Err(HpackError::HeaderListTooLarge) => {
+                frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
+                return Ok(());
+            }
+            Err(e) => return Err(self.fail(ErrorCode::CompressionError, e.to_string())),
+        }
+        if self.goaway_last.is_some_and(|last| stream_id > last) {
+            return Ok(()); // after our GOAWAY: not processed, the client retries
+        }
+        if self.streams.len() >= self.settings.max_concurrent_streams as usize {
+            frame::rst_stream(&mut self.output, stream_id, ErrorCode::RefusedStream);
+            return Ok(());
+        }
+        if !valid_request_headers(&headers) {
+            frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
+            return Ok(());
+        }
+        let mut s = Stream {
+            opened_at: self.now,
+            headers: Some(headers),
+            body: BytesMut::new(),
+            first_chunk: None,
+            body_len: 0,
+            too_large: false,
+            remote_ended: end_stream,
+            delivered: false,
+            recv_window: i64::from(self.settings.initial_window_size),
+            recv_unacked: 0,
+            send_window: self.peer_initial_window,
+            pending: None,
+        };
+        if end_stream {
+            Self::deliver(stream_id, &mut s, events);
+        }
+        self.streams.insert(stream_id, s);
+        Ok(())
+    }
+
+    /// Ends one stream with RST_STREAM; the connection goes on.
+    fn reset_stream(&mut self, stream_id: u32, code: ErrorCode, events: &mut Vec<Event>) {
+        frame::rst_stream(&mut self.output, stream_id, code);
+        if let Some(s) = self.streams.remove(&stream_id) {
+            if s.delivered {
+                events.push(Event::Reset { stream_id, code });
+            }
+        }
+    }
+
+    /// Gives back receive window: once per stream and once for the
+    /// connection per `recv`, when at least half a window was consumed.
+    fn send_window_updates(&mut self) {
+        if self.phase == Phase::Failed {
+            return;
+        }
+        let conn_window = i64::from(self.settings.connection_window_size.max(65_535));
+        if i64::from(self.recv_unacked) >= conn_window / 2 {
+            frame::window_update(&mut self.output, 0, self.recv_unacked);
+            self.recv_window += i64::from(self.recv_unacked);
+            self.recv_unacked = 0;
+        }
+        let half = i64::from(self.settings.initial_window_size) / 2;
+        for id in std::mem::take(&mut self.touched) {
+            if let Some(s) = self.streams.get_mut(&id) {
+                let due = i64::from(s.recv_unacked) >= half;
+                if due && !s.remote_ended && !s.too_large {
+                    frame::window_update(&mut self.output, id, s.recv_unacked);
+                    s.recv_window += i64::from(s.recv_unacked);
+                    s.recv_unacked = 0;
+                } else if s.recv_unacked > 0 && !(s.remote_ended || s.too_large) {
+                    self.touched.push(id);
+                }
+            }
+        }
+        // Streams that stay open but got less than half: keep tracking them.
+        self.touched.dedup();
+    }
+
+    /// Sends a response: HEADERS, DATA (as flow control allows; the rest
+    /// waits for window), trailers with END_STREAM. Dropped if the stream
+    /// was reset meanwhile.
+    pub fn send_response(
+        &mut self,
+        stream_id: u32,
+        headers: &[HeaderField<'_>],
+        body: &[u8],
+        trailers: &[HeaderField<'_>],
+    ) {
+        if !self.streams.contains_key(&stream_id) || self.phase == Phase::Failed {
+            return;
+        }
+        self.write_headers(stream_id, headers, false);
+        let sent = self.write_data(stream_id, body);
+        if sent == body.len() {
+            self.write_headers(stream_id, trailers, true);
+            self.finish_stream(stream_id);
+        } else {
+            let rest = Bytes::copy_from_slice(&body[sent..]);
+            let owned = trailers
+                .iter()
+                .map(|f| (f.name.to_vec(), f.value.to_vec(), f.index))
+                .collect();
+            if let Some(s) = self.streams.get_mut(&stream_id) {
+                s.pending = Some((rest, owned));
+                self.blocked.push_back(stream_id);
+            }
+        }
+    }
+
+    /// Sends a response made of one HEADERS frame with END_STREAM.
+    pub fn send_trailers_only(&mut self, stream_id: u32, headers: &[HeaderField<'_>]) {
+        if !self.streams.contains_key(&stream_id) || self.phase == Phase::Failed {
+            return;
+        }
+        self.write_headers(stream_id, headers, true);
+        self.finish_stream(stream_id);
+    }
+
+    fn write_headers(&mut self, stream_id: u32, fields: &[HeaderField<'_>], end_stream: bool) {
+        self.scratch.clear();
+        self.encoder.encode(fields, &mut self.scratch);
+        frame::headers(
+            &mut self.output,
+            stream_id,
+            &self.scratch,
+            end_stream,
+            self.peer_max_frame,
+        );
+    }
+
+    /// Writes as much of `data` as the windows allow; returns bytes sent.
+    fn write_data(&mut self, stream_id: u32, data: &[u8]) -> usize {
+        let Some(s) = self.streams.get_mut(&stream_id) else {
+            return 0;
+        };
+        let allowed = self.send_window.min(s.send_window).max(0) as usize;
+        let n = allowed.min(data.len());
+        for chunk in data[..n].chunks(self.peer_max_frame.max(1)) {
+            frame::data(&mut self.output, stream_id, chunk, false);
+        }
+        s.send_window -= n as i64;
+        self.send_window -= n as i64;
+        n
+    }
+
+    /// Our side of the stream is done; forget it (after RST_STREAM(NO_ERROR)
+    /// when the client has not finished sending, RFC 9113 §8.1).
+    fn finish_stream(&mut self, stream_id: u32) {
+        if let Some(s) = self.streams.remove(&stream_id) {
+            if !s.remote_ended {
+                frame::rst_stream(&mut self.output, stream_id, ErrorCode::NoError);
+            }
+        }
+    }
+
+    /// Sends queued response data that new window now allows, in order.
+    fn flush_blocked(&mut self) {
+        let mut still = VecDeque::new();
+        while let Some(id) = self.blocked.pop_front() {
+            let Some((data, trailers)) = self.streams.get_mut(&id).and_then(|s| s.pending.take())
+            else {
+                continue;
+            };
+            if self.send_window <= 0 {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.pending = Some((data, trailers));
+                }
+                still.push_back(id);
+                continue;
+            }
+            let sent = self.write_data(id, &data);
+            if sent == data.len() {
+                let fields: Vec<HeaderField<'_>> = trailers
+                    .iter()
+                    .map(|(n, v, i)| HeaderField {
+                        name: n,
+                        value: v,
+                        index: *i,
+                    })
+                    .collect();
+                self.write_headers(id, &fields, true);
+                self.finish_stream(id);
+            } else if let Some(s) = self.streams.get_mut(&id) {
+                s.pending = Some((data.slice(sent..), trailers));
+                still.push_back(id);
+            }
+        }
+        self.blocked = still;
+    }
+}
+
+/// RFC 9113 §8.3: the request pseudo-headers, in front, exactly once;
+/// lower-case names; no connection-specific fields.
+fn valid_request_headers(h: &HeaderList) -> bool {
+    let (mut method, mut scheme, mut path) = (0, 0, 0);
+    let mut regular_seen = false;
+    for (name, value) in h.iter() {
+        if name.iter().any(u8::is_ascii_uppercase) || name.is_empty() {
+            return false;
+        }
+        if name[0] == b':' {
+            if regular_seen {
+                return false;
+            }
+            match name {
+                b":method" => method += 1,
+                b":scheme" => scheme += 1,
+                b":path" => {
+                    path += 1;
+                    if value.is_empty() {
+                        return false;
+                    }
+                }
+                b":authority" => {}
+                _ => return false,
+            }
+        } else {
+            regular_seen = true;
+            match name {
+                b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
+                | b"upgrade" => return false,
+                b"te" if value != b"trailers" => return false,
+                _ => {}
+            }
+        }
+    }
+    method == 1 && scheme == 1 && path == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::http2::frame::{flag, kind, parse, parse_head};
+    use bytes::BufMut;
+
+    /// A request header block using literals without indexing (no HPACK state).
+    fn block(path: &str) -> Vec<u8> {
+        let mut b = vec![0x83, 0x86]; // :method POST, :scheme http
+        for (n, v) in [
+            (":path", path),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            b.push(0);
+            b.push(n.len() as u8);
+            b.extend_from_slice(n.as_bytes());
+            b.push(v.len() as u8);
+            b.extend_from_slice(v.as_bytes());
+        }
+        b
+    }
+
+    fn raw(dst: &mut BytesMut, kind: u8, flags: u8, id: u32, payload: &[u8]) {
+        frame::head(dst, payload.len(), kind, flags, id);
+        dst.put_slice(payload);
+    }
+
+    fn start(settings: ServerSettings) -> (Connection, BytesMut) {
+        let mut c = Connection::new(settings);
+        let mut input = BytesMut::new();
+        input.put_slice(PREFACE);
+        frame::settings(&mut input, &[]);
+        let mut ev = Vec::new();
+        c.recv(&mut input, Instant::now(), &mut ev).unwrap();
+        assert!(ev.is_empty());
+        (c, input)
+    }
+
+    fn frames(out: &mut BytesMut) -> Vec<Frame> {
+        let mut b = out.split().freeze();
+        let mut v = Vec::new();
+        while let Some(h) = parse_head(&b) {
+            let f = b.split_to(HEAD_LEN + h.len as usize).slice(HEAD_LEN..);
+            v.push(parse(h, f).unwrap());
+        }
+        v
+    }
+
+    fn feed(c: &mut Connection, input: &mut BytesMut) -> (Vec<Event>, Result<(), ConnectionError>) {
+        let mut ev = Vec::new();
+        let r = c.recv(input, Instant::now(), &mut ev);
+        (ev, r)
+    }
+
+    fn goaway_code(c: &mut Connection) -> Option<ErrorCode> {
+        frames(c.output()).into_iter().find_map(|f| match f {
+            Frame::GoAway { code, .. } => Some(code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn preface_settings_and_request_response() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        let f = frames(c.output());
+        assert!(matches!(f[0], Frame::Settings { ack: false, .. }));
+        assert!(matches!(f[1], Frame::WindowUpdate { stream_id: 0, .. }));
+        assert!(matches!(f[2], Frame::Settings { ack: true, .. }));
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/x"),
+        );
+        raw(&mut input, kind::DATA, 0, 1, b"hel");
+        raw(&mut input, kind::DATA, flag::END_STREAM, 1, b"lo");
+        raw(&mut input, kind::PING, 0, 0, b"pingpong");
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert_eq!(ev.len(), 1);
+        match &ev[0] {
+            Event::Request {
+                stream_id: 1,
+                headers,
+                body,
+                ..
+            } => {
+                assert_eq!(headers.get(b":path"), Some(&b"/x"[..]));
+                assert_eq!(&body[..], b"hello");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(frames(c.output()).contains(&Frame::Ping {
+            ack: true,
+            payload: *b"pingpong"
+        }));
+        assert_eq!(c.active_streams(), 1);
+        let h = [HeaderField {
+            name: b":status",
+            value: b"200",
+            index: true,
+        }];
+        let t = [HeaderField {
+            name: b"grpc-status",
+            value: b"0",
+            index: true,
+        }];
+        c.send_response(1, &h, b"reply", &t);
+        let f = frames(c.output());
+        assert!(matches!(
+            &f[0],
+            Frame::Headers {
+                stream_id: 1,
+                end_stream: false,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&f[1], Frame::Data { data, end_stream: false, .. } if &data[..] == b"reply")
+        );
+        assert!(matches!(
+            &f[2],
+            Frame::Headers {
+                end_stream: true,
+                ..
+            }
+        ));
+        assert_eq!(c.active_streams(), 0);
+    }
+
+    #[test]
+    fn partial_preface_waits_and_bad_preface_fails() {
+        let mut c = Connection::new(ServerSettings::default());
+        let mut input = BytesMut::from(&PREFACE[..10]);
+        let (_, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        let mut c = Connection::new(ServerSettings::default());
+        let mut input = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        let (_, r) = feed(&mut c, &mut input);
+        assert_eq!(r.unwrap_err().code, ErrorCode::ProtocolError);
+        assert!(c.is_closed());
+        assert_eq!(goaway_code(&mut c), Some(ErrorCode::ProtocolError));
+    }
+
+    #[test]
+    fn flow_control_holds_data_until_window_update() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        frame::settings(&mut input, &[(setting::INITIAL_WINDOW_SIZE, 10)]);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &block("/x"),
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert_eq!(ev.len(), 1);
+        c.output().clear();
+        let t = [HeaderField {
+            name: b"grpc-status",
+            value: b"0",
+            index: true,
+        }];
+        c.send_response(1, &[], &[7u8; 25], &t);
+        let f = frames(c.output());
+        assert!(matches!(&f[1], Frame::Data { data, .. } if data.len() == 10));
+        assert_eq!(f.len(), 2, "trailers wait for the rest of the data");
+        raw(&mut input, kind::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes());
+        feed(&mut c, &mut input).1.unwrap();
+        let f = frames(c.output());
+        assert!(matches!(&f[0], Frame::Data { data, .. } if data.len() == 15));
+        assert!(matches!(
+            &f[1],
+            Frame::Headers {
+                end_stream: true,
+                ..
+            }
+        ));
+        assert_eq!(c.active_streams(), 0);
+    }
+
+    #[test]
+    fn protocol_violations_get_the_right_goaway() {
+        let cases: Vec<(Box<dyn Fn(&mut BytesMut)>, ErrorCode)> = vec![
+            (
+                Box::new(|b| raw(b, kind::HEADERS, flag::END_HEADERS, 2, &block("/x"))),
+                ErrorCode::ProtocolError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::DATA, 0, 5, b"x")),
+                ErrorCode::ProtocolError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::CONTINUATION, flag::END_HEADERS, 1, b"")),
+                ErrorCode::ProtocolError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::PING, 0, 0, &[0; 7])),
+                ErrorCode::FrameSizeError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::HEADERS, flag::END_HEADERS, 1, &[0x80])),
+                ErrorCode::CompressionError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::WINDOW_UPDATE, 0, 0, &0x7fff_ffffu32.to_be_bytes())),
+                ErrorCode::FlowControlError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::PUSH_PROMISE, 0, 1, &[0; 4])),
+                ErrorCode::ProtocolError,
+            ),
+            (
+                Box::new(|b| raw(b, kind::DATA, 0, 1, &[0; 16_385])),
+                ErrorCode::FrameSizeError,
+            ),
+            (
+                Box::new(|b| {
+                    raw(b, kind::HEADERS, 0, 1, &block("/x"));
+                    raw(b, kind::PING, 0, 0, &[0; 8]);
+                }),
+                ErrorCode::ProtocolError,
+            ),
+            (
+                Box::new(|b| {
+                    raw(
+                        b,
+                        kind::HEADERS,
+                        flag::END_HEADERS | flag::END_STREAM,
+                        3,
+                        &block("/x"),
+                    );
+                    raw(
+                        b,
+                        kind::HEADERS,
+                        flag::END_HEADERS | flag::END_STREAM,
+                        1,
+                        &block("/x"),
+                    );
+                }),
+                ErrorCode::StreamClosed,
+            ),
+        ];
+        for (i, (write, code)) in cases.into_iter().enumerate() {
+            let (mut c, mut input) = start(ServerSettings::default());
+            c.output().clear();
+            write(&mut input);
+            let (_, r) = feed(&mut c, &mut input);
+            assert_eq!(r.map_err(|e| e.code), Err(code), "case {i}");
+            assert_eq!(goaway_code(&mut c), Some(code), "case {i}");
+            assert!(c.is_closed());
+        }
+    }
+
+    #[test]
+    fn first_frame_must_be_settings() {
+        let mut c = Connection::new(ServerSettings::default());
+        let mut input = BytesMut::from(&PREFACE[..]);
+        raw(&mut input, kind::PING, 0, 0, &[0; 8]);
+        assert_eq!(
+            feed(&mut c, &mut input).1.unwrap_err().code,
+            ErrorCode::ProtocolError
+        );
+    }
+
+    #[test]
+    fn client_reset_refusal_and_too_large() {
+        let settings = ServerSettings {
+            max_concurrent_streams: 1,
+            max_body_size: 8,
+            ..Default::default()
+        };
+        let (mut c, mut input) = start(settings);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &block("/a"),
+        );
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            3,
+            &block("/b"),
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert_eq!(ev.len(), 1);
+        assert!(frames(c.output()).contains(&Frame::RstStream {
+            stream_id: 3,
+            code: ErrorCode::RefusedStream
+        }));
+        raw(&mut input, kind::RST_STREAM, 0, 1, &8u32.to_be_bytes());
+        let (ev, _) = feed(&mut c, &mut input);
+        assert!(matches!(
+            ev[0],
+            Event::Reset {
+                stream_id: 1,
+                code: ErrorCode::Cancel
+            }
+        ));
+        c.send_trailers_only(
+            1,
+            &[HeaderField {
+                name: b":status",
+                value: b"200",
+                index: false,
+            }],
+        );
+        assert!(c.output().is_empty(), "nothing is sent on a reset stream");
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            5,
+            &block("/c"),
+        );
+        raw(&mut input, kind::DATA, 0, 5, &[1; 9]);
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert!(matches!(ev[0], Event::RequestTooLarge { stream_id: 5, .. }));
+        c.send_trailers_only(
+            5,
+            &[HeaderField {
+                name: b":status",
+                value: b"200",
+                index: false,
+            }],
+        );
+        assert!(frames(c.output()).contains(&Frame::RstStream {
+            stream_id: 5,
+            code: ErrorCode::NoError
+        }));
+    }
+
+    #[test]
+    fn malformed_request_headers_reset_the_stream_only() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        c.output().clear();
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &[0x83, 0x86],
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert!(ev.is_empty());
+        assert!(frames(c.output()).contains(&Frame::RstStream {
+            stream_id: 1,
+            code: ErrorCode::ProtocolError
+        }));
+        assert!(!c.is_closed());
+    }
+
+    #[test]
+    fn graceful_goaway_closes_after_the_last_answer() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &block("/a"),
+        );
+        feed(&mut c, &mut input).1.unwrap();
+        c.go_away(ErrorCode::NoError, b"bye");
+        assert!(!c.is_closed());
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            3,
+            &block("/b"),
+        );
+        let (ev, _) = feed(&mut c, &mut input);
+        assert!(ev.is_empty(), "streams after GOAWAY are not processed");
+        c.send_trailers_only(
+            1,
+            &[HeaderField {
+                name: b":status",
+                value: b"200",
+                index: false,
+            }],
+        );
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let (mut c, mut input) = start(ServerSettings::default());
+            let n = (next() % 200) as usize;
+            for _ in 0..n {
+                let r = next();
+                // Mostly well-formed heads with random kinds, flags and payloads.
+                let len = (r % 40) as usize;
+                frame::head(
+                    &mut input,
+                    len,
+                    (r >> 8) as u8 % 12,
+                    (r >> 16) as u8,
+                    ((r >> 24) % 8) as u32,
+                );
+                for _ in 0..len {
+                    input.put_u8(next() as u8);
+                }
+            }
+            let _ = feed(&mut c, &mut input);
+        }
     }
 }

@@ -11,7 +11,9 @@ impl Decoder {
     /// `max_table_size` is the SETTINGS_HEADER_TABLE_SIZE we advertise
     /// (4096 by default): the ceiling for size updates from the peer.
     pub fn new(max_table_size: usize) -> Self {
-        Decoder { _max_table_size: max_table_size }
+        Decoder {
+            _max_table_size: max_table_size,
+        }
     }
 
     /// Decodes one complete header block (HEADERS + CONTINUATION fragments

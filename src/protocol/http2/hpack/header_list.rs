@@ -49,7 +49,10 @@ impl HeaderList {
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.fields.iter().map(move |&(s, m, e)| {
-            (&self.buf[s as usize..m as usize], &self.buf[m as usize..e as usize])
+            (
+                &self.buf[s as usize..m as usize],
+                &self.buf[m as usize..e as usize],
+            )
         })
     }
 
