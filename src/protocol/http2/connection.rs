@@ -568,15 +568,18 @@ impl Connection {
         if stream_id <= self.last_stream_id {
             return Err(self.fail(ErrorCode::StreamClosed, "HEADERS on a closed stream"));
         }
-        self.last_stream_id = stream_id;
         let mut headers = HeaderList::new();
-        match self.decoder.decode(block, max_list, &mut headers) {
-            Ok(()) => {}
-            Err(HpackError::HeaderListTooLarge) => {
-                frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
-                return Ok(());
+        let decoded = self.decoder.decode(block, max_list, &mut headers);
+        if let Err(e) = &decoded {
+            if *e != HpackError::HeaderListTooLarge {
+                // Not processed: GOAWAY's last stream id stays below it.
+                return Err(self.fail(ErrorCode::CompressionError, e.to_string()));
             }
-            Err(e) => return Err(self.fail(ErrorCode::CompressionError, e.to_string())),
+        }
+        self.last_stream_id = stream_id;
+        if decoded.is_err() {
+            frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
+            return Ok(());
         }
         if self.goaway_last.is_some_and(|last| stream_id > last) {
             return Ok(()); // after our GOAWAY: not processed, the client retries
