@@ -158,7 +158,9 @@ impl Encoder {
 }
 
 /// §5.1 integer with an `n`-bit prefix (1..=8); `flags` fills the bits of
-/// the first byte above the prefix.
+/// the first byte above the prefix. Inlined so each call site's constant
+/// prefix folds away.
+#[inline]
 pub(crate) fn encode_int(dst: &mut BytesMut, value: usize, n: u8, flags: u8) {
     let max = ((1u16 << n) - 1) as usize;
     if value < max {

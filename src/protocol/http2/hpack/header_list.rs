@@ -18,12 +18,23 @@ impl HeaderList {
         Self::default()
     }
 
+    /// Room for a typical request's fields, so decoding does not regrow.
+    pub fn with_capacity(bytes: usize, fields: usize) -> Self {
+        HeaderList {
+            buf: Vec::with_capacity(bytes),
+            fields: Vec::with_capacity(fields),
+            size: 0,
+        }
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.fields.clear();
         self.size = 0;
     }
 
+    /// Inlined: it is the decoder's per-field hot path.
+    #[inline]
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.buf.len() as u32;
         self.buf.extend_from_slice(name);

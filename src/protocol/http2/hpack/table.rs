@@ -186,6 +186,11 @@ impl Entry {
     }
 }
 
+/// First allocation of a table's byte buffer and entry ring: enough for
+/// the fields of a first gRPC request or response.
+const INITIAL_BYTES: usize = 512;
+const INITIAL_ENTRIES: usize = 16;
+
 /// The dynamic table: newest entry is index 0 (HPACK index 62).
 #[derive(Debug, Clone)]
 pub(crate) struct DynamicTable {
@@ -280,6 +285,13 @@ impl DynamicTable {
         self.evict_to(self.max_size - size);
 
         let len = name.len() + value.len();
+        if self.bytes.capacity() == 0 {
+            // One allocation for a typical first request instead of a
+            // series of doublings.
+            self.bytes
+                .reserve(INITIAL_BYTES.min(self.max_size).max(len));
+            self.entries.reserve(INITIAL_ENTRIES);
+        }
         if self.dead > 0 && self.bytes.len() + len > self.max_size.saturating_mul(2) {
             self.compact();
         }
