@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         shards = config.shards,
         memory = config.memory,
         max_value = config.max_value,
-        node_id = %config.node_id,
+        node_id = config.node_id.as_deref().unwrap_or("(listen address)"),
         "starting shardcache"
     );
     match server::run(config) {

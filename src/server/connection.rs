@@ -496,7 +496,7 @@ impl Conn {
         let resp = proto::StatsResponse {
             total: Some(total),
             shards,
-            node_id: self.node.config.node_id.clone(),
+            node_id: self.node.node_id.clone(),
         };
         self.reply_message(stream_id, &resp);
     }

@@ -35,7 +35,8 @@ pub struct NodeConfig {
     pub cpus: Vec<usize>,
     pub memory: u64,
     pub max_value: u64,
-    pub node_id: String,
+    /// From --node-id; None means "the address we listen on".
+    pub node_id: Option<String>,
     pub max_connections: u32,
     pub idle_timeout: Duration,
     pub spin_before_park: Duration,
@@ -51,7 +52,7 @@ impl NodeConfig {
             cpus,
             memory: args.memory,
             max_value: args.max_value,
-            node_id: args.node_id(),
+            node_id: args.node_id.clone(),
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             spin_before_park: args.spin_before_park,
@@ -81,6 +82,8 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(50);
 /// housekeeping only, never per request).
 pub struct NodeShared {
     pub config: NodeConfig,
+    /// Reported by Stats: --node-id, else the bound listen address.
+    pub node_id: String,
     pub open_connections: AtomicUsize,
     /// Set by the main thread on SIGTERM/SIGINT.
     pub shutting_down: AtomicBool,
@@ -103,6 +106,7 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let node = Arc::new(NodeShared {
+        node_id: config.node_id.clone().unwrap_or_else(|| addr.to_string()),
         config,
         open_connections: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),

@@ -990,7 +990,8 @@ mod tests {
 
     #[test]
     fn protocol_violations_get_the_right_goaway() {
-        let cases: Vec<(Box<dyn Fn(&mut BytesMut)>, ErrorCode)> = vec![
+        type Case = (Box<dyn Fn(&mut BytesMut)>, ErrorCode);
+        let cases: Vec<Case> = vec![
             (
                 Box::new(|b| raw(b, kind::HEADERS, flag::END_HEADERS, 2, &block("/x"))),
                 ErrorCode::ProtocolError,
