@@ -126,6 +126,7 @@ struct Conn {
     body: Vec<u8>,
     scratch: Vec<u8>,
     max_message: usize,
+    shutdown_asked: bool,
 }
 
 pub async fn serve(
@@ -149,6 +150,7 @@ pub async fn serve(
         body: Vec::new(),
         scratch: Vec::new(),
         max_message,
+        shutdown_asked: false,
     };
     if refuse {
         let msg = format!(
@@ -164,8 +166,35 @@ pub async fn serve(
     c.run(&mut stream).await;
     shared.mailbox.close();
     registry.remove(id);
-    let _ = stream.shutdown_write().await;
+    linger(&mut stream).await;
 }
+
+/// Closes our side, then reads and discards until the client closes its
+/// side (bounded): closing a socket with unread input makes the kernel send
+/// RST, which can destroy responses the client has not read yet.
+async fn linger(stream: &mut Stream) {
+    let _ = stream.shutdown_write().await;
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + LINGER;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let read = future::or(async { Some(stream.read(&mut buf).await) }, async {
+            runtime::sleep(left).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
+
+/// How long a closing connection waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(1);
 
 impl Conn {
     async fn run(&mut self, stream: &mut Stream) {
@@ -190,10 +219,17 @@ impl Conn {
                 continue;
             }
             if self.shared.shutdown.replace(false) {
-                // Graceful: GOAWAY names the last stream we will answer; the
-                // client retries later ones elsewhere. We keep serving the
-                // accepted ones until `is_closed`.
-                self.h2.go_away(ErrorCode::NoError, b"server shutting down");
+                // First request: two-phase GOAWAY, refusing nothing the
+                // client already sent. A repeated request (the client never
+                // acknowledged) sends the final GOAWAY at once. Accepted
+                // streams are served until `is_closed`.
+                if self.shutdown_asked {
+                    self.h2
+                        .go_away(ErrorCode::RefusedStream, b"server shutting down");
+                } else {
+                    self.shutdown_asked = true;
+                    self.h2.begin_shutdown();
+                }
                 continue;
             }
             let deadline = self.next_deadline();

@@ -78,6 +78,10 @@ impl NodeConfig {
 /// is alive (for the systemd watchdog).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(50);
 
+/// How long a draining shard waits for clients to acknowledge the first
+/// GOAWAY before sending the final one regardless.
+const FINAL_GOAWAY_AFTER: Duration = Duration::from_millis(1000);
+
 /// State shared by every shard of the node (touched on connect/close and by
 /// housekeeping only, never per request).
 pub struct NodeShared {
@@ -269,8 +273,15 @@ async fn run_shard(
     // need their owners alive).
     drop(listener);
     conns.shut_down_all();
+    let mut waited = Duration::ZERO;
     while !conns.is_empty() {
         runtime::sleep(Duration::from_millis(5)).await;
+        waited += Duration::from_millis(5);
+        if waited == FINAL_GOAWAY_AFTER {
+            // Clients that have not acknowledged the first GOAWAY get the
+            // final one now.
+            conns.shut_down_all();
+        }
     }
     tracing::info!(shard = id, "shard drained");
     node.draining.fetch_sub(1, Ordering::SeqCst);

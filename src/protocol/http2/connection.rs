@@ -126,11 +126,16 @@ pub struct Connection {
     /// Streams with response data waiting for window, in arrival order.
     blocked: VecDeque<u32>,
     goaway_last: Option<u32>,
+    /// A two-phase shutdown has sent its first GOAWAY and PING.
+    draining: bool,
     scratch: BytesMut,
     trash: HeaderList,
     /// The time passed to the current `recv` call.
     now: Instant,
 }
+
+/// Payload of the PING that follows the first GOAWAY of a shutdown.
+const SHUTDOWN_PING: [u8; 8] = *b"shutdown";
 
 /// The bound on one header block as received (before decoding): a peer
 /// cannot make us buffer more than this with endless CONTINUATIONs.
@@ -177,6 +182,7 @@ impl Connection {
             touched: Vec::new(),
             blocked: VecDeque::new(),
             goaway_last: None,
+            draining: false,
             scratch: BytesMut::new(),
             trash: HeaderList::new(),
             now: Instant::now(),
@@ -197,6 +203,29 @@ impl Connection {
     /// answered every stream it accepted.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Failed || (self.goaway_last.is_some() && self.streams.is_empty())
+    }
+
+    /// Starts a graceful shutdown that refuses no stream the client has
+    /// already sent: GOAWAY with the largest stream id plus a PING; when the
+    /// PING's ACK shows the client has seen the GOAWAY (so it opens nothing
+    /// new here), the final GOAWAY names the real last stream. A client
+    /// that never answers is finished off by a later [`Connection::go_away`].
+    /// The final GOAWAY carries REFUSED_STREAM: streams above its last id
+    /// were refused unprocessed, which clients map to UNAVAILABLE (a retry
+    /// elsewhere is safe); NO_ERROR would surface as INTERNAL in h2-based
+    /// clients such as tonic.
+    pub fn begin_shutdown(&mut self) {
+        if self.draining || self.goaway_last.is_some() || self.phase == Phase::Failed {
+            return;
+        }
+        self.draining = true;
+        frame::goaway(
+            &mut self.output,
+            0x7fff_ffff,
+            ErrorCode::NoError,
+            b"server shutting down",
+        );
+        frame::ping(&mut self.output, SHUTDOWN_PING);
     }
 
     /// Graceful shutdown: no stream above the last one seen will be served.
@@ -379,6 +408,8 @@ impl Connection {
             Frame::Ping { ack, payload } => {
                 if !ack {
                     frame::ping_ack(&mut self.output, payload);
+                } else if self.draining && payload == SHUTDOWN_PING {
+                    self.go_away(ErrorCode::RefusedStream, b"server shutting down");
                 }
                 Ok(())
             }
@@ -1188,6 +1219,56 @@ mod tests {
         );
         let (ev, _) = feed(&mut c, &mut input);
         assert!(ev.is_empty(), "streams after GOAWAY are not processed");
+        c.send_trailers_only(
+            1,
+            &[HeaderField {
+                name: b":status",
+                value: b"200",
+                index: false,
+            }],
+        );
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn two_phase_shutdown_refuses_nothing_in_flight() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        c.output().clear();
+        c.begin_shutdown();
+        let f = frames(c.output());
+        assert!(matches!(
+            f[0],
+            Frame::GoAway {
+                last_stream_id: 0x7fff_ffff,
+                code: ErrorCode::NoError,
+                ..
+            }
+        ));
+        assert_eq!(
+            f[1],
+            Frame::Ping {
+                ack: false,
+                payload: *b"shutdown"
+            }
+        );
+        // A request the client sent before it saw the GOAWAY is still served.
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &block("/a"),
+        );
+        raw(&mut input, kind::PING, flag::ACK, 0, b"shutdown");
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert_eq!(ev.len(), 1);
+        assert!(frames(c.output()).contains(&Frame::GoAway {
+            last_stream_id: 1,
+            code: ErrorCode::RefusedStream,
+            debug: Bytes::from_static(b"server shutting down")
+        }));
+        assert!(!c.is_closed());
         c.send_trailers_only(
             1,
             &[HeaderField {

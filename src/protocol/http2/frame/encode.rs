@@ -21,6 +21,11 @@ pub fn settings_ack(dst: &mut BytesMut) {
     head(dst, 0, kind::SETTINGS, flag::ACK, 0);
 }
 
+pub fn ping(dst: &mut BytesMut, payload: [u8; 8]) {
+    head(dst, 8, kind::PING, 0, 0);
+    dst.put_slice(&payload);
+}
+
 pub fn ping_ack(dst: &mut BytesMut, payload: [u8; 8]) {
     head(dst, 8, kind::PING, flag::ACK, 0);
     dst.put_slice(&payload);
