@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/cache.proto";
+    let health = "proto/grpc/health/v1/health.proto";
     println!("cargo:rerun-if-changed={proto}");
+    println!("cargo:rerun-if-changed={health}");
     println!("cargo:rerun-if-env-changed=PROTOC");
     let protoc = match std::env::var_os("PROTOC") {
         Some(p) => PathBuf::from(p),
@@ -20,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut server = prost_build::Config::new();
     server.protoc_executable(&protoc);
-    server.compile_protos(&[proto], &["proto"])?;
+    server.compile_protos(&[proto, health], &["proto"])?;
 
     let client_dir = out.join("client");
     std::fs::create_dir_all(&client_dir)?;
@@ -30,6 +32,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(true)
         .out_dir(&client_dir)
-        .compile_with_config(client, &[proto], &["proto"])?;
+        .compile_with_config(client, &[proto, health], &["proto"])?;
     Ok(())
 }

@@ -21,4 +21,9 @@ pub mod systemd;
 /// Messages generated from proto/cache.proto by prost.
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/cache.rs"));
+
+    /// The standard gRPC health service's messages.
+    pub mod health {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+    }
 }

@@ -346,8 +346,10 @@ impl Conn {
             Ok(p) => p,
             Err(st) => return self.send_status(stream_id, &st),
         };
-        if call.method == Method::Stats {
-            return self.start_stats(stream_id, payload, deadline);
+        match call.method {
+            Method::Stats => return self.start_stats(stream_id, payload, deadline),
+            Method::HealthCheck => return self.health_check(stream_id, payload),
+            _ => {}
         }
         let req = match proto::Request::decode(payload) {
             Ok(r) => r,
@@ -476,6 +478,39 @@ impl Conn {
         } else {
             self.pending.insert(stream_id, p);
         }
+    }
+
+    /// gRPC health: the node ("") and `cache.Cache` are SERVING until
+    /// shutdown starts, NOT_SERVING while draining; other names NOT_FOUND.
+    fn health_check(&mut self, stream_id: u32, payload: Bytes) {
+        use proto::health::{
+            health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
+        };
+        let req = match HealthCheckRequest::decode(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let st = Status::new(
+                    Code::InvalidArgument,
+                    format!("malformed HealthCheckRequest message: {e}"),
+                );
+                return self.send_status(stream_id, &st);
+            }
+        };
+        if !matches!(req.service.as_str(), "" | "cache.Cache") {
+            let st = Status::new(Code::NotFound, format!("unknown service '{}'", req.service));
+            return self.send_status(stream_id, &st);
+        }
+        let status = if self.node.shutting_down.load(Ordering::Relaxed) {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        self.reply_message(
+            stream_id,
+            &HealthCheckResponse {
+                status: status as i32,
+            },
+        );
     }
 
     fn on_reply(&mut self, stream_id: u32, reply: Reply) {

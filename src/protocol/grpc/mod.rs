@@ -17,6 +17,8 @@ pub enum Method {
     Set,
     Delete,
     Stats,
+    /// `grpc.health.v1.Health/Check`.
+    HealthCheck,
 }
 
 impl Method {
@@ -26,6 +28,7 @@ impl Method {
             b"/cache.Cache/Set" => Some(Method::Set),
             b"/cache.Cache/Delete" => Some(Method::Delete),
             b"/cache.Cache/Stats" => Some(Method::Stats),
+            b"/grpc.health.v1.Health/Check" => Some(Method::HealthCheck),
             _ => None,
         }
     }
@@ -36,6 +39,7 @@ impl Method {
             Method::Set => "Set",
             Method::Delete => "Delete",
             Method::Stats => "Stats",
+            Method::HealthCheck => "Health/Check",
         }
     }
 }
