@@ -104,7 +104,6 @@ pub async fn reap_idle(registry: Rc<Registry>, idle_timeout: Duration) {
 
 /// A call waiting for other shards to answer.
 struct Pending {
-    method: Method,
     deadline: Option<Instant>,
     /// For Stats: one slot per shard, filled as answers arrive.
     stats: Vec<Option<StoreStats>>,
@@ -391,7 +390,6 @@ impl Conn {
         self.pending.insert(
             stream_id,
             Pending {
-                method: call.method,
                 deadline,
                 stats: Vec::new(),
             },
@@ -468,11 +466,7 @@ impl Conn {
             self.shard
                 .submit(other, Op::Stats, &self.shared.mailbox, stream_id);
         }
-        let p = Pending {
-            method: Method::Stats,
-            deadline,
-            stats,
-        };
+        let p = Pending { deadline, stats };
         if n == 1 {
             self.finish_stats(stream_id, &p.stats);
         } else {
@@ -528,21 +522,19 @@ impl Conn {
                     }
                 }
             }
-            reply => {
-                let method = p.method;
+            Reply::Get(v) => {
                 self.pending.remove(&stream_id);
-                match (method, reply) {
-                    (_, Reply::Get(v)) => {
-                        self.body.clear();
-                        grpc::frame_get_response(v.as_deref(), &mut self.body);
-                        self.send_body(stream_id);
-                    }
-                    (_, Reply::Set(r)) => self.reply_set(stream_id, r),
-                    (_, Reply::Delete(deleted)) => {
-                        self.reply_message(stream_id, &proto::DeleteResponse { deleted })
-                    }
-                    (_, Reply::Stats(..)) => {}
-                }
+                self.body.clear();
+                grpc::frame_get_response(v.as_deref(), &mut self.body);
+                self.send_body(stream_id);
+            }
+            Reply::Set(r) => {
+                self.pending.remove(&stream_id);
+                self.reply_set(stream_id, r);
+            }
+            Reply::Delete(deleted) => {
+                self.pending.remove(&stream_id);
+                self.reply_message(stream_id, &proto::DeleteResponse { deleted });
             }
         }
     }
