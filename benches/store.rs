@@ -1,91 +1,173 @@
-//! Criterion benches for one shard's store: get hit and miss, overwrite,
-//! insert with eviction (a full store), delete + re-insert, and a sweep;
-//! 16-byte keys, 64 B and 4 KiB values, 100k keys.
+//! Criterion benches for one shard's `Store`: get hit and miss, overwrite,
+//! insert into a full store (every insert evicts), delete, and the expiry
+//! sweep; 16-byte keys, 64 B and 4 KiB values, 100k keys. `store_growth`
+//! fills an empty store with 1M keys, table and slab growth included.
+//!
+//! Keys are visited in a fixed pseudo-random order (a prime stride), so the
+//! figures include the cache misses of a working set bigger than L2; the
+//! `_hot_1k` variant cycles through 1,024 keys to show the CPU cost alone.
+//! Work that restores the store between timed runs (re-inserting what a
+//! delete or a sweep removed) is left out of the timing with `iter_custom`.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use shardcache::store::Store;
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-const KEYS: u64 = 100_000;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shardcache::store::Store;
 
-fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"key-000000000000";
-    let digits = format!("{i:012}");
-    k[4..].copy_from_slice(digits.as_bytes());
-    k
+const KEYS: usize = 100_000;
+/// Prime and coprime with `KEYS`: `j * STRIDE % KEYS` visits every key once.
+const STRIDE: usize = 7919;
+const HOT: usize = 1024;
+const SWEEP_VISITS: usize = 1024;
+
+/// `n` distinct 16-byte keys starting with `prefix`, made before timing.
+fn key_set(prefix: u8, n: usize) -> Vec<[u8; 16]> {
+    (0..n)
+        .map(|i| {
+            let mut k = [prefix; 16];
+            k[4..].copy_from_slice(format!("{i:012}").as_bytes());
+            k
+        })
+        .collect()
 }
 
-/// Keys made once, so the timed loops measure the store, not formatting.
-fn keys(n: u64) -> Vec<[u8; 16]> {
-    (0..n).map(key).collect()
+/// `keys` in the stride's order, laid out so the bench reads them
+/// sequentially: only the store's own accesses are random.
+fn shuffled(keys: &[[u8; 16]]) -> Vec<[u8; 16]> {
+    (0..keys.len())
+        .map(|j| keys[j * STRIDE % keys.len()])
+        .collect()
 }
 
-fn filled(value_len: usize) -> Store {
-    let mut s = Store::new(u64::MAX / 2);
-    let v = vec![7u8; value_len];
-    for i in 0..KEYS {
-        let _ = s.set(b"", &key(i), &v, 0, 0);
+fn filled(keys: &[[u8; 16]], value: &[u8], capacity: u64, ttl_ms: u64) -> Store {
+    let mut s = Store::new(capacity);
+    for k in keys {
+        let _ = s.set(b"", k, value, ttl_ms, 0);
     }
     s
 }
 
-fn bench(c: &mut Criterion) {
-    for value_len in [64usize, 4096] {
-        let mut g = c.benchmark_group(format!("store_{value_len}B"));
-        let mut s = filled(value_len);
-        let ks = keys(KEYS);
-        let key = |i: u64| ks[i as usize];
-        let mut i = 0u64;
-        g.bench_function("get_hit", |b| {
-            b.iter(|| {
-                i = (i + 7919) % KEYS;
-                black_box(s.get(b"", &key(i), 0).map(<[u8]>::len))
-            })
-        });
-        g.bench_function("get_miss", |b| {
-            b.iter(|| {
-                i = (i + 7919) % KEYS;
-                black_box(s.get(b"x", &key(i), 0).is_some())
-            })
-        });
-        let v = vec![9u8; value_len];
-        g.bench_function("set_overwrite", |b| {
-            b.iter(|| {
-                i = (i + 7919) % KEYS;
-                black_box(s.set(b"", &key(i), &v, 0, 0).is_ok())
-            })
-        });
-        // A store exactly full: every insert of a new key evicts the coldest.
-        let cap = Store::entry_charge(0, 16, value_len) * KEYS;
-        let mut full = Store::new(cap);
-        for i in 0..KEYS {
-            let _ = full.set(b"", &key(i), &v, 0, 0);
-        }
-        // Alternate between two key sets so every insert is a new key.
-        let fresh = keys(2 * KEYS);
-        let mut n = KEYS;
-        g.bench_function("set_evicting", |b| {
-            b.iter(|| {
-                n = (n + 1) % (2 * KEYS);
-                black_box(full.set(b"", &fresh[n as usize], &v, 0, 0).is_ok())
-            })
-        });
-        g.bench_function("delete_then_set", |b| {
-            b.iter(|| {
-                i = (i + 7919) % KEYS;
-                black_box(s.delete(b"", &key(i), 0));
-                black_box(s.set(b"", &key(i), &v, 0, 0).is_ok())
-            })
-        });
-        g.finish();
-    }
-    c.bench_function("sweep_2048_slots_nothing_expired", |b| {
-        b.iter_batched_ref(
-            || filled(64),
-            |s| black_box(s.sweep_expired(1, 2048)),
-            BatchSize::LargeInput,
-        )
+fn store_ops(c: &mut Criterion, value_len: usize) {
+    let keys = key_set(b'k', KEYS);
+    let probe = shuffled(&keys);
+    let value = vec![7u8; value_len];
+    let mut g = c.benchmark_group(format!("store_{value_len}B"));
+
+    let mut s = filled(&keys, &value, u64::MAX, 0);
+    let mut j = 0;
+    g.bench_function("get_hit", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            black_box(s.get(b"", &probe[j], 0).map(<[u8]>::len))
+        })
     });
+    g.bench_function("get_hit_hot_1k", |b| {
+        b.iter(|| {
+            j = (j + 1) % HOT;
+            black_box(s.get(b"", &keys[j], 0).map(<[u8]>::len))
+        })
+    });
+    let absent = shuffled(&key_set(b'm', KEYS));
+    g.bench_function("get_miss", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            black_box(s.get(b"", &absent[j], 0).is_some())
+        })
+    });
+    let other = vec![9u8; value_len];
+    g.bench_function("set_overwrite", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            black_box(s.set(b"", &probe[j], &other, 0, 0).is_ok())
+        })
+    });
+    g.bench_function("delete", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = (iters - done).min(KEYS as u64) as usize;
+                let start = Instant::now();
+                for k in &probe[..n] {
+                    black_box(s.delete(b"", k, 0));
+                }
+                timed += start.elapsed();
+                for k in &probe[..n] {
+                    let _ = s.set(b"", k, &value, 0, 0);
+                }
+                done += n as u64;
+            }
+            timed
+        })
+    });
+    drop(s);
+
+    // Exactly full: each new key evicts the coldest. Inserting `fresh`
+    // then `keys` again, in order, makes every insert a new key.
+    let capacity = Store::entry_charge(0, 16, value_len) * KEYS as u64;
+    let mut full = filled(&keys, &value, capacity, 0);
+    let fresh = key_set(b'n', KEYS);
+    let mut n = 0;
+    g.bench_function("set_evicting", |b| {
+        b.iter(|| {
+            n = (n + 1) % (2 * KEYS);
+            let k = if n < KEYS { &fresh[n] } else { &keys[n - KEYS] };
+            black_box(full.set(b"", k, &value, 0, 0).is_ok())
+        })
+    });
+    g.finish();
+}
+
+fn sweep(c: &mut Criterion) {
+    let keys = key_set(b'k', KEYS);
+    let value = [7u8; 64];
+    let mut g = c.benchmark_group("store_sweep");
+    g.throughput(Throughput::Elements(SWEEP_VISITS as u64));
+    let mut live = filled(&keys, &value, u64::MAX, 0);
+    g.bench_function("scan_1024_live", |b| {
+        b.iter(|| black_box(live.sweep_expired(1, SWEEP_VISITS)))
+    });
+    drop(live);
+    // Everything expired: each call reclaims 1,024 entries; refilling the
+    // store when it runs dry is not timed.
+    let mut dead = filled(&keys, &value, u64::MAX, 1);
+    g.bench_function("reclaim_1024_expired", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                if dead.is_empty() {
+                    for k in &keys {
+                        let _ = dead.set(b"", k, &value, 1, 0);
+                    }
+                }
+                let start = Instant::now();
+                black_box(dead.sweep_expired(10, SWEEP_VISITS));
+                timed += start.elapsed();
+            }
+            timed
+        })
+    });
+    g.finish();
+}
+
+/// Inserting into a growing store: the table's rehashes are part of it.
+fn growth(c: &mut Criterion) {
+    let keys = key_set(b'k', 1_000_000);
+    let value = [7u8; 64];
+    let mut g = c.benchmark_group("store_growth");
+    g.sample_size(10);
+    g.bench_function("fill_1M", |b| {
+        b.iter(|| black_box(filled(&keys, &value, u64::MAX, 0).len()))
+    });
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    store_ops(c, 64);
+    store_ops(c, 4096);
+    sweep(c);
+    growth(c);
 }
 
 criterion_group!(benches, bench);
