@@ -119,6 +119,31 @@ fn bench_decode(c: &mut Criterion) {
         })
     });
 
+    // Steady state with every field already indexed (no per-call
+    // grpc-timeout): the block is nothing but one-byte indices.
+    let indexed: Vec<HeaderField<'static>> =
+        grpc_request().into_iter().filter(|f| f.index).collect();
+    let mut indexed_client = Encoder::new();
+    let indexed_first = encode(&mut indexed_client, &indexed);
+    let indexed_steady = encode(&mut indexed_client, &indexed);
+    assert_eq!(indexed_steady.len(), indexed.len());
+    let mut decoder = Decoder::new(TABLE_SIZE);
+    list.clear();
+    decoder.decode(&indexed_first, MAX_LIST, &mut list).unwrap();
+    group.throughput(Throughput::Bytes(indexed_steady.len() as u64));
+    group.bench_function(
+        format!("steady_state_fully_indexed_{}B", indexed_steady.len()),
+        |b| {
+            b.iter(|| {
+                list.clear();
+                decoder
+                    .decode(black_box(&indexed_steady), MAX_LIST, &mut list)
+                    .unwrap();
+                black_box(&list);
+            })
+        },
+    );
+
     group.throughput(Throughput::Bytes(huffman_first.len() as u64));
     group.bench_function(
         format!("huffman_first_request_{}B", huffman_first.len()),

@@ -6,9 +6,8 @@
 //! the caller batch many requests into one write.
 
 use super::frame::{self, FrameHeader, HEADER_LEN};
-use super::hpack_shim::{Decoder, Encoder}; // TEMP
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use shardcache::protocol::http2::hpack::{HeaderField, HeaderList, HpackError};
+use shardcache::protocol::http2::hpack::{Decoder, Encoder, HeaderField, HeaderList, HpackError};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 

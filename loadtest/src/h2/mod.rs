@@ -7,6 +7,5 @@
 
 pub mod conn;
 pub mod frame;
-pub mod hpack_shim;
 
 pub use conn::{ClientConn, H2Error, StreamEnd, StreamState};

@@ -223,6 +223,29 @@ mod tests {
         assert_eq!(d.table().max_size(), e.table().max_size());
     }
 
+    /// The brief's exact gRPC response headers, all indexed: the second
+    /// block is three one-byte indices and both blocks decode back.
+    #[test]
+    fn grpc_identity_response_second_block_is_three_bytes() {
+        let fields = [
+            f(":status", "200", true),
+            f("content-type", "application/grpc", true),
+            f("grpc-accept-encoding", "identity", true),
+        ];
+        let mut e = Encoder::new();
+        let mut d = Decoder::new(4096);
+        let first = encode(&mut e, &fields);
+        check(&mut d, &e, &first, &fields);
+        // :status 200 static (0x88); content-type with static name 31 (0x5f 0x10);
+        // grpc-accept-encoding with a literal name.
+        assert_eq!(first[0], 0x88);
+        assert_eq!(&first[1..3], &[0x5f, 0x10]);
+        let second = encode(&mut e, &fields);
+        assert_eq!(second, [0x88, 0xbf, 0xbe]);
+        check(&mut d, &e, &second, &fields);
+        assert_eq!(e.table().size(), (12 + 16 + 32) + (20 + 8 + 32));
+    }
+
     fn requests() -> [Vec<HeaderField<'static>>; 3] {
         [
             vec![
