@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// the node exits anyway.
     #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How long a request forwarded to the key's owner node may wait for
+    /// its answer when the client set no deadline (grpc-timeout); then it
+    /// fails with UNAVAILABLE naming the peer.
+    #[arg(long = "peer-timeout", default_value = "5s", value_parser = parse_duration)]
+    pub peer_timeout: Duration,
 }
 
 /// What `main` should do, with the configuration resolved from every layer.

@@ -3,6 +3,12 @@
 //!
 //! - [`http2`]: HTTP/2 framing, HPACK and per-connection state (RFC 9113/7540, 7541).
 //! - [`grpc`]: the gRPC layer on top: routes, message framing, status, deadlines.
+//! - [`peer`]: the node-to-node format a shard forwards requests in.
+//! - [`CacheOp`]: what a request asks of one key, whatever carried it.
 
 pub mod grpc;
 pub mod http2;
+mod op;
+pub mod peer;
+
+pub use op::CacheOp;

@@ -165,6 +165,26 @@ impl Listener {
 pub struct Stream(TcpStream);
 
 impl Stream {
+    /// Connects to `addr`, giving up after `timeout` (a blackholed address
+    /// would otherwise take the kernel's minutes).
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
+            .await
+            .map(Stream)
+            .map_err(|e| match e {
+                glommio::GlommioError::IoError(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+    }
+
+    /// A write that makes no progress for this long fails (TimedOut), so
+    /// a stalled peer cannot hold a writer forever.
+    pub fn set_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.0
+            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
     pub fn set_nodelay(&self) -> io::Result<()> {
         self.0
             .set_nodelay(true)

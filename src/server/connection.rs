@@ -3,17 +3,20 @@
 //! shard's store or handed to the owner shard, and every reply produced in
 //! one turn of the loop leaves in a single write.
 
-use super::NodeShared;
+use super::dispatch::{self, Local};
+use super::peer_client::Peers;
+use super::{peer_session, NodeShared};
 use crate::config::MAX_KEY_BYTES;
 use crate::proto;
 use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
 use crate::protocol::http2::{
     Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
 };
+use crate::protocol::{peer, CacheOp};
 use crate::runtime::{self, Stream};
 use crate::shard::{Mailbox, Op, Reply, Shard};
-use crate::store::{SetError, StoreStats};
-use bytes::{Bytes, BytesMut};
+use crate::store::StoreStats;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future;
 use prost::Message;
 use std::cell::{Cell, RefCell};
@@ -45,6 +48,26 @@ pub struct ConnShared {
     strikes: Cell<u8>,
     idle: Cell<bool>,
     shutdown: Cell<bool>,
+}
+
+impl ConnShared {
+    pub fn mailbox(&self) -> &Rc<Mailbox> {
+        &self.mailbox
+    }
+
+    /// Traffic arrived: not idle.
+    pub fn touch(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
+    }
+
+    /// Calls are open: not idle however quiet the socket is.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.set(busy);
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.get()
+    }
 }
 
 /// The connections of one shard.
@@ -118,6 +141,7 @@ enum Wake {
 struct Conn {
     h2: Connection,
     shard: Rc<Shard>,
+    peers: Rc<Peers>,
     node: Arc<NodeShared>,
     shared: Rc<ConnShared>,
     pending: hashbrown::HashMap<u32, Pending>,
@@ -128,9 +152,15 @@ struct Conn {
     shutdown_asked: bool,
 }
 
+/// Serves one accepted connection: a client speaking HTTP/2, or a peer
+/// node (its first bytes are the peer magic). `refuse` (over
+/// --max-connections) turns clients away; peers are always served, since
+/// the cluster cannot forward without them.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     mut stream: Stream,
     shard: Rc<Shard>,
+    peers: Rc<Peers>,
     node: Arc<NodeShared>,
     registry: Rc<Registry>,
     settings: ServerSettings,
@@ -138,34 +168,79 @@ pub async fn serve(
     _guard: OpenGuard,
 ) {
     let _ = stream.set_nodelay();
-    let max_message = node.config.max_message();
     let shared = Rc::new(ConnShared::default());
-    let mut c = Conn {
-        h2: Connection::new(settings),
-        shard,
-        node,
-        shared: shared.clone(),
-        pending: hashbrown::HashMap::new(),
-        body: Vec::new(),
-        scratch: Vec::new(),
-        max_message,
-        shutdown_asked: false,
-    };
-    if refuse {
-        let msg = format!(
-            "connection limit reached (--max-connections {})",
-            c.node.config.max_connections
-        );
-        c.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
-        let _ = stream.write_all(c.h2.output()).await;
-        let _ = stream.shutdown_write().await;
-        return;
-    }
     let id = registry.add(shared.clone());
-    c.run(&mut stream).await;
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    match sniff(&mut stream, &mut input, &shared).await {
+        Some(Kind::Peer) => {
+            input.advance(peer::MAGIC.len());
+            let max_frame = node.config.max_message().saturating_add(64);
+            peer_session::serve(&mut stream, input, shard, peers, shared.clone(), max_frame).await;
+        }
+        Some(Kind::Client) => {
+            let mut c = Conn {
+                h2: Connection::new(settings),
+                max_message: node.config.max_message(),
+                shard,
+                peers,
+                node,
+                shared: shared.clone(),
+                pending: hashbrown::HashMap::new(),
+                body: Vec::new(),
+                scratch: Vec::new(),
+                shutdown_asked: false,
+            };
+            if refuse {
+                let msg = format!(
+                    "connection limit reached (--max-connections {})",
+                    c.node.config.max_connections
+                );
+                c.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
+                let _ = stream.write_all(c.h2.output()).await;
+            } else {
+                c.run(&mut stream, input).await;
+            }
+        }
+        None => {}
+    }
     shared.mailbox.close();
     registry.remove(id);
     linger(&mut stream).await;
+}
+
+enum Kind {
+    Client,
+    Peer,
+}
+
+/// Reads until the first bytes tell a peer (the full magic) from a client
+/// (anything else; the HTTP/2 layer judges its preface). None when the
+/// connection closed, went idle or the node shuts down first.
+async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -> Option<Kind> {
+    let mut rbuf = [0u8; 4096];
+    loop {
+        let n = input.len().min(peer::MAGIC.len());
+        if input[..n] != peer::MAGIC[..n] {
+            return Some(Kind::Client);
+        }
+        if n == peer::MAGIC.len() {
+            return Some(Kind::Peer);
+        }
+        let read = future::or(async { Some(stream.read(&mut rbuf).await) }, async {
+            shared.mailbox.wait().await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | Some(Err(_)) => return None,
+            Some(Ok(n)) => {
+                shared.touch();
+                input.extend_from_slice(&rbuf[..n]);
+            }
+            None if shared.idle.get() || shared.shutdown.get() => return None,
+            None => {}
+        }
+    }
 }
 
 /// Closes our side, then reads and discards until the client closes its
@@ -196,10 +271,20 @@ async fn linger(stream: &mut Stream) {
 const LINGER: Duration = Duration::from_secs(1);
 
 impl Conn {
-    async fn run(&mut self, stream: &mut Stream) {
-        let mut input = BytesMut::with_capacity(READ_CHUNK);
-        let mut rbuf = vec![0u8; READ_CHUNK];
+    async fn run(&mut self, stream: &mut Stream, mut input: BytesMut) {
         let mut events = Vec::new();
+        if !input.is_empty() {
+            // The bytes read while telling a client from a peer.
+            let result = self.h2.recv(&mut input, Instant::now(), &mut events);
+            for ev in events.drain(..) {
+                self.on_event(ev);
+            }
+            if result.is_err() {
+                let _ = stream.write_all(self.h2.output()).await;
+                return;
+            }
+        }
+        let mut rbuf = vec![0u8; READ_CHUNK];
         let mut replies = Vec::new();
         let mut closing = false;
         loop {
@@ -255,9 +340,7 @@ impl Conn {
             match wake {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return,
                 Wake::Read(Ok(n)) => {
-                    self.shared
-                        .activity
-                        .set(self.shared.activity.get().wrapping_add(1));
+                    self.shared.touch();
                     input.extend_from_slice(&rbuf[..n]);
                     let result = self.h2.recv(&mut input, Instant::now(), &mut events);
                     for ev in events.drain(..) {
@@ -363,37 +446,56 @@ impl Conn {
         if let Err(st) = self.validate(call.method, &req) {
             return self.send_status(stream_id, &st);
         }
-        let owner = self
-            .shard
-            .owner_of(req.group.as_bytes(), req.key.as_bytes());
-        if owner == self.shard.id() {
-            return self.execute_local(stream_id, call.method, req);
-        }
         let op = match call.method {
-            Method::Get => Op::Get {
+            Method::Get => CacheOp::Get {
                 group: req.group,
                 key: req.key,
             },
-            Method::Set => Op::Set {
+            Method::Set => CacheOp::Set {
                 group: req.group,
                 key: req.key,
                 value: req.value.into(),
                 ttl_ms: req.ttl_ms,
             },
-            _ => Op::Delete {
+            _ => CacheOp::Delete {
                 group: req.group,
                 key: req.key,
             },
         };
-        self.shard
-            .submit(owner, op, &self.shared.mailbox, stream_id);
-        self.pending.insert(
+        // Served here: a hit is framed straight from the store's bytes.
+        let mut answered: Option<Reply> = None;
+        let body = &mut self.body;
+        let waits = dispatch::dispatch(
+            &self.shard,
+            &self.peers,
+            op,
+            true,
+            deadline,
+            &self.shared.mailbox,
             stream_id,
-            Pending {
-                deadline,
-                stats: Vec::new(),
+            |local| match local {
+                Local::Get(v) => {
+                    body.clear();
+                    grpc::frame_get_response(v, body);
+                }
+                Local::Set(r) => answered = Some(Reply::Set(r)),
+                Local::Delete(d) => answered = Some(Reply::Delete(d)),
             },
         );
+        if waits {
+            self.pending.insert(
+                stream_id,
+                Pending {
+                    deadline,
+                    stats: Vec::new(),
+                },
+            );
+        } else {
+            match answered {
+                Some(reply) => self.answer(stream_id, reply),
+                None => self.send_body(stream_id),
+            }
+        }
     }
 
     fn validate(&self, method: Method, req: &proto::Request) -> Result<(), Status> {
@@ -423,32 +525,6 @@ impl Conn {
             ));
         }
         Ok(())
-    }
-
-    /// The owner shard is this one: run on the store now and answer in this
-    /// same turn. A hit is encoded straight from the store's bytes.
-    fn execute_local(&mut self, stream_id: u32, method: Method, req: proto::Request) {
-        let (g, k) = (req.group.as_bytes(), req.key.as_bytes());
-        let now = self.shard.now_ms();
-        match method {
-            Method::Get => {
-                let body = &mut self.body;
-                body.clear();
-                self.shard
-                    .with_store(|s| grpc::frame_get_response(s.get(g, k, now), body));
-                self.send_body(stream_id);
-            }
-            Method::Set => {
-                let r = self
-                    .shard
-                    .with_store(|s| s.set(g, k, &req.value, req.ttl_ms, now));
-                self.reply_set(stream_id, r);
-            }
-            _ => {
-                let deleted = self.shard.with_store(|s| s.delete(g, k, now));
-                self.reply_message(stream_id, &proto::DeleteResponse { deleted });
-            }
-        }
     }
 
     fn start_stats(&mut self, stream_id: u32, payload: Bytes, deadline: Option<Instant>) {
@@ -522,19 +598,32 @@ impl Conn {
                     }
                 }
             }
-            Reply::Get(v) => {
+            other => {
                 self.pending.remove(&stream_id);
+                self.answer(stream_id, other);
+            }
+        }
+    }
+
+    /// Answers a key call (Get, Set, Delete) with its outcome.
+    fn answer(&mut self, stream_id: u32, reply: Reply) {
+        match reply {
+            Reply::Get(v) => {
                 self.body.clear();
                 grpc::frame_get_response(v.as_deref(), &mut self.body);
                 self.send_body(stream_id);
             }
-            Reply::Set(r) => {
-                self.pending.remove(&stream_id);
-                self.reply_set(stream_id, r);
+            Reply::Set(Ok(_)) => {
+                self.reply_message(stream_id, &proto::SetResponse { stored: true })
             }
+            Reply::Set(Err(e)) => self.send_status(stream_id, &dispatch::set_error_status(&e)),
             Reply::Delete(deleted) => {
-                self.pending.remove(&stream_id);
-                self.reply_message(stream_id, &proto::DeleteResponse { deleted });
+                self.reply_message(stream_id, &proto::DeleteResponse { deleted })
+            }
+            Reply::Failed(st) => self.send_status(stream_id, &st),
+            Reply::Stats(..) => {
+                let st = Status::new(Code::Internal, "a shard answered a key call with Stats");
+                self.send_status(stream_id, &st);
             }
         }
     }
@@ -562,22 +651,6 @@ impl Conn {
             node_id: self.node.node_id.clone(),
         };
         self.reply_message(stream_id, &resp);
-    }
-
-    fn reply_set(&mut self, stream_id: u32, r: Result<(), SetError>) {
-        match r {
-            Ok(()) => self.reply_message(stream_id, &proto::SetResponse { stored: true }),
-            Err(SetError::TooLarge { charge, capacity }) => {
-                let st = Status::new(
-                    Code::ResourceExhausted,
-                    format!(
-                        "value needs {charge} bytes of cache memory but a shard holds at most \
-                         {capacity} bytes (--memory divided by --shards)"
-                    ),
-                );
-                self.send_status(stream_id, &st);
-            }
-        }
     }
 
     fn reply_message<M: Message>(&mut self, stream_id: u32, msg: &M) {

@@ -5,6 +5,9 @@
 //! [`connection`].
 
 mod connection;
+mod dispatch;
+mod peer_client;
+mod peer_session;
 
 use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
@@ -41,6 +44,8 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     pub spin_before_park: Duration,
     pub shutdown_timeout: Duration,
+    /// Longest a forwarded call waits for its owner node without a client deadline.
+    pub peer_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -57,6 +62,7 @@ impl NodeConfig {
             idle_timeout: args.idle_timeout,
             spin_before_park: args.spin_before_park,
             shutdown_timeout: args.shutdown_timeout,
+            peer_timeout: args.peer_timeout,
         }
     }
 
@@ -228,6 +234,10 @@ async fn run_shard(
             sweeper.with_store(|s| s.sweep_expired(now, SWEEP_VISITS));
         }
     });
+    let peers = Rc::new(peer_client::Peers::new(peer_client::PeerSettings {
+        timeout: node.config.peer_timeout,
+        max_frame: node.config.max_message().saturating_add(64),
+    }));
     let conns = Rc::new(connection::Registry::default());
     runtime::spawn(connection::reap_idle(
         conns.clone(),
@@ -254,6 +264,7 @@ async fn run_shard(
                 runtime::spawn(connection::serve(
                     stream,
                     shard.clone(),
+                    peers.clone(),
                     node.clone(),
                     conns.clone(),
                     settings.clone(),

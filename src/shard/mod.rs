@@ -12,42 +12,48 @@ mod notify;
 
 pub use notify::{Mailbox, Notify};
 
+use crate::protocol::grpc::Status;
+use crate::protocol::CacheOp;
 use crate::runtime::{MeshSender, PeerReceiver};
 use crate::store::{SetError, Store, StoreStats};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
 /// An operation on one shard's store.
 #[derive(Debug)]
 pub enum Op {
-    Get {
-        group: String,
-        key: String,
-    },
-    Set {
-        group: String,
-        key: String,
-        value: Bytes,
-        ttl_ms: u64,
-    },
-    Delete {
-        group: String,
-        key: String,
-    },
+    Cache(CacheOp),
     Stats,
 }
 
-/// The outcome of an [`Op`].
+/// The outcome of an [`Op`], from a shard of this node or from the node
+/// that owns the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Get(Option<Vec<u8>>),
-    Set(Result<(), SetError>),
+    Get(Option<Bytes>),
+    /// `Ok(true)`: the key was new.
+    Set(Result<bool, SetError>),
     Delete(bool),
     /// The answering shard's index and counters.
     Stats(usize, StoreStats),
+    /// The call failed elsewhere: the owner node answered with this status,
+    /// or it could not be reached.
+    Failed(Status),
+}
+
+/// Where a key's request is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// By this shard's own store.
+    Here,
+    /// By another shard of this node, over the cross-core mesh.
+    Shard(usize),
+    /// By the node at this address, the key's owner on the ring.
+    Node(SocketAddr),
 }
 
 /// One direction's traffic between two shards for one event-loop turn.
@@ -146,6 +152,31 @@ impl Shard {
         self.router.shard_of(group, key)
     }
 
+    /// Where `(group, key)` is served. `forward` is false for a request
+    /// that a peer node forwarded here: it is served on this node whatever
+    /// our ring says, so a request makes at most one hop between nodes.
+    pub fn locate(&self, group: &[u8], key: &[u8], forward: bool) -> Location {
+        if forward {
+            if let Some(node) = self.owner_node(group, key) {
+                return Location::Node(node);
+            }
+        }
+        match self.router.shard_of(group, key) {
+            s if s == self.id => Location::Here,
+            s => Location::Shard(s),
+        }
+    }
+
+    /// How errors name the node at `addr`: its node id and address.
+    pub fn node_name(&self, addr: SocketAddr) -> String {
+        addr.to_string()
+    }
+
+    /// The key's owner node when it is not this node.
+    fn owner_node(&self, _group: &[u8], _key: &[u8]) -> Option<SocketAddr> {
+        None
+    }
+
     /// Milliseconds on this shard's monotonic clock (the store's time base).
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
@@ -166,18 +197,18 @@ impl Shard {
         let now = self.now_ms();
         let mut store = self.store.borrow_mut();
         match op {
-            Op::Get { group, key } => Reply::Get(
+            Op::Cache(CacheOp::Get { group, key }) => Reply::Get(
                 store
                     .get(group.as_bytes(), key.as_bytes(), now)
-                    .map(<[u8]>::to_vec),
+                    .map(Bytes::copy_from_slice),
             ),
-            Op::Set {
+            Op::Cache(CacheOp::Set {
                 group,
                 key,
                 value,
                 ttl_ms,
-            } => Reply::Set(store.set(group.as_bytes(), key.as_bytes(), &value, ttl_ms, now)),
-            Op::Delete { group, key } => {
+            }) => Reply::Set(store.set(group.as_bytes(), key.as_bytes(), &value, ttl_ms, now)),
+            Op::Cache(CacheOp::Delete { group, key }) => {
                 Reply::Delete(store.delete(group.as_bytes(), key.as_bytes(), now))
             }
             Op::Stats => Reply::Stats(self.id, store.stats()),

@@ -223,6 +223,8 @@ impl Store {
     /// evicting the least recent ones until it fits. `ttl_ms` 0 never
     /// expires. An entry bigger than the whole budget is refused and
     /// changes nothing, not even an existing entry under that key.
+    /// `Ok(true)` when no live entry held the key before (the HTTP gateway
+    /// answers 201 then, 204 for a replaced value).
     pub fn set(
         &mut self,
         group: &[u8],
@@ -230,7 +232,7 @@ impl Store {
         value: &[u8],
         ttl_ms: u64,
         now_ms: u64,
-    ) -> Result<(), SetError> {
+    ) -> Result<bool, SetError> {
         let charge = charge::entry_charge(group.len(), key.len(), value.len());
         // The slot keeps the lengths as u32; a longer group or key (4 GiB)
         // is refused like an entry over budget.
@@ -249,8 +251,10 @@ impl Store {
             now_ms.saturating_add(ttl_ms)
         };
         let tag = hash_key(&self.hasher, group, key);
+        let created;
         if let Some(i) = self.find(tag, group, key) {
-            if self.slab.slot(i).expired(now_ms) {
+            created = self.slab.slot(i).expired(now_ms);
+            if created {
                 self.stats.expirations += 1;
             }
             // Out of the list and the byte count while room is made, so
@@ -263,6 +267,7 @@ impl Store {
             slot.set_expiry(expires_at);
             self.slab.attach_front(i);
         } else {
+            created = true;
             self.make_room(charge, now_ms);
             if !self.slab.has_room() {
                 // Every index is in use: the coldest entry gives its slot.
@@ -274,7 +279,7 @@ impl Store {
         }
         self.stats.bytes += charge;
         self.stats.sets += 1;
-        Ok(())
+        Ok(created)
     }
 
     /// Removes `(group, key)`; true when a live entry existed. An expired

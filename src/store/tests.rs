@@ -16,9 +16,13 @@ fn keys(s: &Store) -> Vec<Vec<u8>> {
 fn set_get_overwrite_delete() {
     let mut s = Store::new(1 << 20);
     assert_eq!(s.get(b"", b"k", 0), None);
-    s.set(b"", b"k", b"v1", 0, 0).unwrap();
+    assert_eq!(
+        s.set(b"", b"k", b"v1", 0, 0),
+        Ok(true),
+        "a new key is created"
+    );
     assert_eq!(s.get(b"", b"k", 0), Some(&b"v1"[..]));
-    s.set(b"", b"k", b"value2", 0, 0).unwrap();
+    assert_eq!(s.set(b"", b"k", b"value2", 0, 0), Ok(false), "an overwrite");
     assert_eq!(s.get(b"", b"k", 0), Some(&b"value2"[..]));
     assert_eq!(s.stats().bytes, charge(b"", b"k", 6));
     assert!(s.delete(b"", b"k", 0));
@@ -177,13 +181,19 @@ fn ttl_expiry_and_zero() {
     s.set(b"", b"far", b"z", u64::MAX, 5).unwrap();
     assert!(s.get(b"", b"far", u64::MAX - 1).is_some());
     assert!(s.get(b"", b"far", u64::MAX).is_none());
+    s.set(b"", b"e", b"x", 10, 0).unwrap();
+    assert_eq!(
+        s.set(b"", b"e", b"x2", 10, 50),
+        Ok(true),
+        "replacing an expired entry creates the key anew"
+    );
     s.set(b"", b"d", b"x", 10, 0).unwrap();
     assert!(!s.delete(b"", b"d", 50), "an expired entry was not deleted");
     assert!(!s.holds(b"", b"d"));
     let st = s.stats();
     assert_eq!(
         (st.expirations, st.deletes, st.hits, st.misses),
-        (3, 0, 3, 3)
+        (4, 0, 3, 3)
     );
     assert_eq!((st.items, st.bytes), (1, charge(b"", b"p", 1)));
 }

@@ -23,6 +23,30 @@ pub enum Code {
 }
 
 impl Code {
+    /// The code for a number received from a peer; None outside 0..=16.
+    pub fn from_u32(n: u32) -> Option<Code> {
+        const ALL: [Code; 17] = [
+            Code::Ok,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ];
+        ALL.get(n as usize).copied()
+    }
+
     /// The decimal form carried in `grpc-status`.
     pub fn as_str(self) -> &'static str {
         const NAMES: [&str; 17] = [
@@ -58,5 +82,9 @@ mod tests {
         assert_eq!(Code::Ok.as_str(), "0");
         assert_eq!(Code::ResourceExhausted.as_str(), "8");
         assert_eq!(Code::Unauthenticated.as_str(), "16");
+        for n in 0..17 {
+            assert_eq!(Code::from_u32(n).map(|c| c as u32), Some(n));
+        }
+        assert_eq!(Code::from_u32(17), None);
     }
 }

@@ -1,0 +1,434 @@
+//! The node-to-node wire format: how a shard forwards a request for a key
+//! owned by another node, and how the answer comes back. Pure encoding and
+//! decoding, no sockets.
+//!
+//! A peer connection is an ordinary TCP connection to the other node's
+//! gRPC port that opens with the 8-byte [`MAGIC`] instead of the HTTP/2
+//! preface, so one listener serves clients and peers. After it, both sides
+//! send frames, all integers big-endian:
+//!
+//! ```text
+//! frame   = length:u32  id:u32  kind:u8  body       length counts id+kind+body
+//! GET     kind 1: timeout_ms:u32 group_len:u32 group key
+//! SET     kind 2: timeout_ms:u32 ttl_ms:u64 group_len:u32 group key_len:u32 key value
+//! DELETE  kind 3: timeout_ms:u32 group_len:u32 group key
+//! replies kind 0x81 GET: found:u8 value | 0x82 SET: created:u8
+//!         0x83 DELETE: deleted:u8       | 0xff ERROR: grpc_code:u8 message (UTF-8)
+//! ```
+//!
+//! Requests are pipelined and multiplexed: a reply carries its request's
+//! `id` and replies may come in any order. `timeout_ms` is what is left of
+//! the client's deadline (0: none). Why not gRPC: a peer hop needs neither
+//! HPACK nor per-stream flow control, and this costs one small header per
+//! request; docs/protocol.md has the full description.
+
+use super::grpc::{Code, Status};
+use super::CacheOp;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The first bytes a peer sends on a new connection.
+pub const MAGIC: &[u8; 8] = b"SCPEER01";
+
+/// length, id and kind.
+const HEAD: usize = 9;
+
+const GET: u8 = 1;
+const SET: u8 = 2;
+const DELETE: u8 = 3;
+const REPLY_GET: u8 = 0x81;
+const REPLY_SET: u8 = 0x82;
+const REPLY_DELETE: u8 = 0x83;
+const REPLY_ERROR: u8 = 0xff;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRequest {
+    pub id: u32,
+    /// Milliseconds left of the caller's deadline; 0 = none.
+    pub timeout_ms: u32,
+    pub op: CacheOp,
+}
+
+/// The owner's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerReply {
+    Get(Option<Bytes>),
+    Set { created: bool },
+    Delete(bool),
+    Error(Status),
+}
+
+/// The stream is not speaking this protocol (or lies about sizes): the
+/// connection must be closed, since framing is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError(pub String);
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn put_frame(out: &mut Vec<u8>, id: u32, kind: u8, body_len: usize) {
+    let len = u32::try_from(5 + body_len).unwrap_or(u32::MAX);
+    out.reserve(HEAD + body_len);
+    out.put_u32(len);
+    out.put_u32(id);
+    out.put_u8(kind);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.put_u32(s.len() as u32);
+    out.extend_from_slice(s);
+}
+
+pub fn encode_request(out: &mut Vec<u8>, req: &PeerRequest) {
+    match &req.op {
+        CacheOp::Get { group, key } | CacheOp::Delete { group, key } => {
+            let kind = if matches!(req.op, CacheOp::Get { .. }) {
+                GET
+            } else {
+                DELETE
+            };
+            put_frame(out, req.id, kind, 8 + group.len() + key.len());
+            out.put_u32(req.timeout_ms);
+            put_str(out, group.as_bytes());
+            out.extend_from_slice(key.as_bytes());
+        }
+        CacheOp::Set {
+            group,
+            key,
+            value,
+            ttl_ms,
+        } => {
+            put_frame(out, req.id, SET, 20 + group.len() + key.len() + value.len());
+            out.put_u32(req.timeout_ms);
+            out.put_u64(*ttl_ms);
+            put_str(out, group.as_bytes());
+            put_str(out, key.as_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+/// Encodes a GET reply straight from the store's bytes (no copy into a
+/// `PeerReply` first).
+pub fn encode_get_reply(out: &mut Vec<u8>, id: u32, value: Option<&[u8]>) {
+    let v = value.unwrap_or_default();
+    put_frame(out, id, REPLY_GET, 1 + v.len());
+    out.put_u8(u8::from(value.is_some()));
+    out.extend_from_slice(v);
+}
+
+pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &PeerReply) {
+    match reply {
+        PeerReply::Get(v) => encode_get_reply(out, id, v.as_deref()),
+        PeerReply::Set { created } => {
+            put_frame(out, id, REPLY_SET, 1);
+            out.put_u8(u8::from(*created));
+        }
+        PeerReply::Delete(deleted) => {
+            put_frame(out, id, REPLY_DELETE, 1);
+            out.put_u8(u8::from(*deleted));
+        }
+        PeerReply::Error(st) => {
+            put_frame(out, id, REPLY_ERROR, 1 + st.message.len());
+            out.put_u8(st.code as u8);
+            out.extend_from_slice(st.message.as_bytes());
+        }
+    }
+}
+
+/// Splits one whole frame off `buf`: (id, kind, body). None until it has
+/// fully arrived.
+fn split_frame(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<(u32, u8, Bytes)>, PeerError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len < 5 {
+        return Err(PeerError(format!("peer frame of length {len} (minimum 5)")));
+    }
+    if len > max_frame {
+        return Err(PeerError(format!(
+            "peer frame of {len} bytes exceeds the limit of {max_frame}"
+        )));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut frame = buf.split_to(len).freeze();
+    let id = frame.get_u32();
+    let kind = frame.get_u8();
+    Ok(Some((id, kind, frame)))
+}
+
+fn take_u32(b: &mut Bytes, what: &str) -> Result<u32, PeerError> {
+    if b.remaining() < 4 {
+        return Err(PeerError(format!("peer frame too short for {what}")));
+    }
+    Ok(b.get_u32())
+}
+
+fn take_u64(b: &mut Bytes, what: &str) -> Result<u64, PeerError> {
+    if b.remaining() < 8 {
+        return Err(PeerError(format!("peer frame too short for {what}")));
+    }
+    Ok(b.get_u64())
+}
+
+fn take_u8(b: &mut Bytes, what: &str) -> Result<u8, PeerError> {
+    if b.remaining() < 1 {
+        return Err(PeerError(format!("peer frame too short for {what}")));
+    }
+    Ok(b.get_u8())
+}
+
+fn utf8(b: Bytes, what: &str) -> Result<String, PeerError> {
+    String::from_utf8(b.to_vec()).map_err(|_| PeerError(format!("peer {what} is not UTF-8")))
+}
+
+fn take_str(b: &mut Bytes, what: &str) -> Result<String, PeerError> {
+    let n = take_u32(b, what)? as usize;
+    if b.remaining() < n {
+        return Err(PeerError(format!("peer {what} runs past its frame")));
+    }
+    utf8(b.split_to(n), what)
+}
+
+/// The next request in `buf`, consuming it; None until one is complete.
+/// An unknown kind is an error too: the two sides of a peer connection run
+/// the same protocol version (the magic says which).
+pub fn decode_request(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<PeerRequest>, PeerError> {
+    let Some((id, kind, mut b)) = split_frame(buf, max_frame)? else {
+        return Ok(None);
+    };
+    let timeout_ms = take_u32(&mut b, "timeout")?;
+    let op = match kind {
+        GET | DELETE => {
+            let group = take_str(&mut b, "group")?;
+            let key = utf8(b, "key")?;
+            if kind == GET {
+                CacheOp::Get { group, key }
+            } else {
+                CacheOp::Delete { group, key }
+            }
+        }
+        SET => {
+            let ttl_ms = take_u64(&mut b, "ttl")?;
+            let group = take_str(&mut b, "group")?;
+            let key = take_str(&mut b, "key")?;
+            CacheOp::Set {
+                group,
+                key,
+                value: b,
+                ttl_ms,
+            }
+        }
+        other => return Err(PeerError(format!("unknown peer request kind {other:#x}"))),
+    };
+    Ok(Some(PeerRequest { id, timeout_ms, op }))
+}
+
+/// The next reply in `buf`, consuming it; None until one is complete.
+pub fn decode_reply(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<(u32, PeerReply)>, PeerError> {
+    let Some((id, kind, mut b)) = split_frame(buf, max_frame)? else {
+        return Ok(None);
+    };
+    let reply = match kind {
+        REPLY_GET => match take_u8(&mut b, "found")? {
+            0 => PeerReply::Get(None),
+            _ => PeerReply::Get(Some(b)),
+        },
+        REPLY_SET => PeerReply::Set {
+            created: take_u8(&mut b, "created")? != 0,
+        },
+        REPLY_DELETE => PeerReply::Delete(take_u8(&mut b, "deleted")? != 0),
+        REPLY_ERROR => {
+            let code = take_u8(&mut b, "status code")?;
+            let code = Code::from_u32(u32::from(code)).unwrap_or(Code::Unknown);
+            let message = String::from_utf8_lossy(&b).into_owned();
+            PeerReply::Error(Status::new(code, message))
+        }
+        other => return Err(PeerError(format!("unknown peer reply kind {other:#x}"))),
+    };
+    Ok(Some((id, reply)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn requests() -> Vec<PeerRequest> {
+        vec![
+            PeerRequest {
+                id: 1,
+                timeout_ms: 0,
+                op: CacheOp::Get {
+                    group: String::new(),
+                    key: "k".into(),
+                },
+            },
+            PeerRequest {
+                id: u32::MAX,
+                timeout_ms: 250,
+                op: CacheOp::Set {
+                    group: "users".into(),
+                    key: "user:42".into(),
+                    value: Bytes::from(vec![0u8, 1, 2, 255]),
+                    ttl_ms: u64::MAX,
+                },
+            },
+            PeerRequest {
+                id: 7,
+                timeout_ms: 9,
+                op: CacheOp::Delete {
+                    group: "g".into(),
+                    key: "ü".into(),
+                },
+            },
+            PeerRequest {
+                id: 8,
+                timeout_ms: 0,
+                op: CacheOp::Set {
+                    group: String::new(),
+                    key: "empty".into(),
+                    value: Bytes::new(),
+                    ttl_ms: 0,
+                },
+            },
+        ]
+    }
+
+    fn replies() -> Vec<(u32, PeerReply)> {
+        vec![
+            (1, PeerReply::Get(None)),
+            (2, PeerReply::Get(Some(Bytes::from_static(b"value")))),
+            (3, PeerReply::Get(Some(Bytes::new()))),
+            (4, PeerReply::Set { created: true }),
+            (5, PeerReply::Delete(false)),
+            (
+                6,
+                PeerReply::Error(Status::new(Code::ResourceExhausted, "too big: ü")),
+            ),
+        ]
+    }
+
+    #[test]
+    fn requests_round_trip_whole_and_byte_by_byte() {
+        let mut wire = Vec::new();
+        for r in requests() {
+            encode_request(&mut wire, &r);
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut got = Vec::new();
+        while let Some(r) = decode_request(&mut buf, MAX).unwrap() {
+            got.push(r);
+        }
+        assert_eq!(got, requests());
+        assert!(buf.is_empty());
+        // The same bytes arriving one at a time.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in &wire {
+            buf.put_u8(*b);
+            while let Some(r) = decode_request(&mut buf, MAX).unwrap() {
+                got.push(r);
+            }
+        }
+        assert_eq!(got, requests());
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let mut wire = Vec::new();
+        for (id, r) in replies() {
+            encode_reply(&mut wire, id, &r);
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut got = Vec::new();
+        while let Some(r) = decode_reply(&mut buf, MAX).unwrap() {
+            got.push(r);
+        }
+        assert_eq!(got, replies());
+    }
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        let mut wire = Vec::new();
+        encode_request(
+            &mut wire,
+            &PeerRequest {
+                id: 0x0102_0304,
+                timeout_ms: 5,
+                op: CacheOp::Get {
+                    group: "g".into(),
+                    key: "ab".into(),
+                },
+            },
+        );
+        assert_eq!(
+            wire,
+            [0, 0, 0, 16, 1, 2, 3, 4, 1, 0, 0, 0, 5, 0, 0, 0, 1, b'g', b'a', b'b']
+        );
+        wire.clear();
+        encode_reply(&mut wire, 9, &PeerReply::Delete(true));
+        assert_eq!(wire, [0, 0, 0, 6, 0, 0, 0, 9, 0x83, 1]);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let bad: &[&[u8]] = &[
+            &[0, 0, 0, 4, 0, 0, 0, 1],         // length below the minimum
+            &[0, 0, 0, 5, 0, 0, 0, 1, 9],      // unknown kind
+            &[0, 0, 0, 6, 0, 0, 0, 1, GET, 0], // timeout cut short
+            &[0, 0, 0, 13, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0, 0, 0, 9], // group past the end
+            &[0, 0, 0, 10, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0xff], // short group length
+            &[0, 0, 0, 14, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0, 0, 0, 0, 0xff], // key not UTF-8
+        ];
+        for b in bad {
+            let mut buf = BytesMut::from(*b);
+            assert!(decode_request(&mut buf, MAX).is_err(), "{b:?}");
+        }
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(decode_request(&mut buf, MAX)
+            .unwrap_err()
+            .0
+            .contains("limit"));
+        let mut buf = BytesMut::from(&[0, 0, 0, 5, 0, 0, 0, 1, REPLY_SET][..]);
+        assert!(decode_reply(&mut buf, MAX).is_err());
+        // Seeded random bytes: errors or incomplete frames, never a panic.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.push(x as u8);
+            }
+            // Keep lengths small so that frames complete sometimes.
+            if v.len() > 4 {
+                v[0] = 0;
+                v[1] = 0;
+                v[2] = 0;
+            }
+            let mut buf = BytesMut::from(&v[..]);
+            let _ = decode_request(&mut buf, MAX);
+            let mut buf = BytesMut::from(&v[..]);
+            let _ = decode_reply(&mut buf, MAX);
+        }
+    }
+}

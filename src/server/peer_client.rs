@@ -1,0 +1,388 @@
+//! Forwarding to the owner node: one shard's client connections to the
+//! other nodes of the cluster.
+//!
+//! Each shard keeps at most one connection per peer node, opened on first
+//! use and shared by every call of the shard's connections: requests are
+//! pipelined and multiplexed on it (the peer wire format is in
+//! `protocol::peer`), everything queued in one turn leaves in one write,
+//! and replies are delivered to the asking connection's mailbox exactly
+//! like replies from another shard.
+//!
+//! Failure handling, per peer so that one bad node never slows the calls
+//! for keys owned by others:
+//! - a peer that cannot be reached fails its calls at once with
+//!   UNAVAILABLE naming it, and is retried after a backoff (50 ms doubling
+//!   to 2 s) rather than on every call;
+//! - a lost connection fails the calls in flight on it (UNAVAILABLE);
+//! - every call has a deadline, the client's or `--peer-timeout`, whichever
+//!   is sooner; a stalled peer's calls end by it, and a write that stalls
+//!   that long drops the connection;
+//! - at most [`MAX_IN_FLIGHT`] calls wait on one peer; more are refused
+//!   (UNAVAILABLE) instead of queueing without bound.
+
+use crate::protocol::grpc::{Code, Status};
+use crate::protocol::peer::{self, PeerReply, PeerRequest};
+use crate::protocol::CacheOp;
+use crate::runtime::{self, Stream};
+use crate::shard::{Mailbox, Notify, Reply};
+use bytes::BytesMut;
+use futures_lite::future;
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Calls one shard may have waiting on one peer node.
+pub const MAX_IN_FLIGHT: usize = 16_384;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 64 << 10;
+
+/// Settings shared by every peer client of a node.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// Longest a forwarded call may wait when its client set no deadline.
+    pub timeout: Duration,
+    /// Largest reply frame accepted (a value up to --max-value).
+    pub max_frame: usize,
+}
+
+/// One shard's clients, one per peer node it has talked to.
+pub struct Peers {
+    settings: PeerSettings,
+    clients: RefCell<hashbrown::HashMap<SocketAddr, Rc<PeerClient>>>,
+}
+
+impl Peers {
+    pub fn new(settings: PeerSettings) -> Peers {
+        Peers {
+            settings,
+            clients: RefCell::new(hashbrown::HashMap::new()),
+        }
+    }
+
+    /// Sends `op` to the node at `addr`; the reply (or the failure) arrives
+    /// in `mailbox` tagged `tag`, by `deadline` or the peer timeout at the
+    /// latest. `node_id` names the peer in error messages.
+    pub fn forward(
+        &self,
+        addr: SocketAddr,
+        node_id: &str,
+        op: CacheOp,
+        deadline: Option<Instant>,
+        mailbox: &Rc<Mailbox>,
+        tag: u32,
+    ) {
+        let client = self.client(addr, node_id);
+        client.call(op, deadline, mailbox, tag);
+    }
+
+    fn client(&self, addr: SocketAddr, node_id: &str) -> Rc<PeerClient> {
+        if let Some(c) = self.clients.borrow().get(&addr) {
+            return c.clone();
+        }
+        let c = Rc::new(PeerClient::new(addr, node_id, self.settings.clone()));
+        self.clients.borrow_mut().insert(addr, c.clone());
+        c
+    }
+
+    /// Forgets the peers not in `members` (they left the ring): their
+    /// connections close and what waits on them fails.
+    pub fn retain(&self, members: &[SocketAddr]) {
+        self.clients.borrow_mut().retain(|addr, c| {
+            let keep = members.contains(addr);
+            if !keep {
+                c.close();
+            }
+            keep
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No connection and no task: the next call starts one.
+    Idle,
+    /// A task is connecting or connected.
+    Active,
+    /// The last connect failed: calls fail at once until then.
+    Down { until: Instant },
+}
+
+struct Waiter {
+    mailbox: Rc<Mailbox>,
+    tag: u32,
+    /// Whether `deadline` is the client's own (DEADLINE_EXCEEDED when it
+    /// passes) or the peer timeout (UNAVAILABLE).
+    client_deadline: bool,
+}
+
+struct PeerClient {
+    addr: SocketAddr,
+    /// "node-id (addr)", for messages.
+    name: String,
+    settings: PeerSettings,
+    state: Cell<State>,
+    backoff: Cell<Duration>,
+    last_error: RefCell<String>,
+    /// Request frames queued since the last write.
+    out: RefCell<Vec<u8>>,
+    waiting: RefCell<hashbrown::HashMap<u32, Waiter>>,
+    /// (deadline, id), soonest first; ids already answered are skipped.
+    deadlines: RefCell<BinaryHeap<Reverse<(Instant, u32)>>>,
+    next_id: Cell<u32>,
+    wake: Notify,
+    closed: Cell<bool>,
+}
+
+impl PeerClient {
+    fn new(addr: SocketAddr, node_id: &str, settings: PeerSettings) -> PeerClient {
+        let name = if node_id == addr.to_string() {
+            format!("peer {addr}")
+        } else {
+            format!("peer {node_id} ({addr})")
+        };
+        PeerClient {
+            addr,
+            name,
+            settings,
+            state: Cell::new(State::Idle),
+            backoff: Cell::new(BACKOFF_MIN),
+            last_error: RefCell::new(String::new()),
+            out: RefCell::new(Vec::new()),
+            waiting: RefCell::new(hashbrown::HashMap::new()),
+            deadlines: RefCell::new(BinaryHeap::new()),
+            next_id: Cell::new(0),
+            wake: Notify::default(),
+            closed: Cell::new(false),
+        }
+    }
+
+    fn call(
+        self: &Rc<Self>,
+        op: CacheOp,
+        deadline: Option<Instant>,
+        mailbox: &Rc<Mailbox>,
+        tag: u32,
+    ) {
+        let now = Instant::now();
+        let fail = |st: Status| mailbox.push(tag, Reply::Failed(st));
+        if self.closed.get() {
+            return fail(Status::new(
+                Code::Unavailable,
+                format!("{} left the cluster", self.name),
+            ));
+        }
+        if let State::Down { until } = self.state.get() {
+            if now < until {
+                return fail(Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} is unreachable ({}); retrying in {} ms",
+                        self.name,
+                        self.last_error.borrow(),
+                        until.duration_since(now).as_millis()
+                    ),
+                ));
+            }
+            self.state.set(State::Idle);
+        }
+        if self.waiting.borrow().len() >= MAX_IN_FLIGHT {
+            return fail(Status::new(
+                Code::Unavailable,
+                format!(
+                    "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
+                    self.name
+                ),
+            ));
+        }
+        let timeout_at = now + self.settings.timeout;
+        let (deadline, client_deadline) = match deadline {
+            Some(d) if d <= timeout_at => (d, true),
+            _ => (timeout_at, false),
+        };
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let left = deadline.saturating_duration_since(now).as_millis();
+        let req = PeerRequest {
+            id,
+            // 0 means "no deadline" on the wire; an expired one is 1 ms.
+            timeout_ms: u32::try_from(left).unwrap_or(u32::MAX).max(1),
+            op,
+        };
+        peer::encode_request(&mut self.out.borrow_mut(), &req);
+        self.waiting.borrow_mut().insert(
+            id,
+            Waiter {
+                mailbox: mailbox.clone(),
+                tag,
+                client_deadline,
+            },
+        );
+        self.deadlines.borrow_mut().push(Reverse((deadline, id)));
+        if self.state.get() == State::Idle {
+            self.state.set(State::Active);
+            runtime::spawn(self.clone().run());
+        }
+        self.wake.notify();
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify();
+    }
+
+    /// Fails every waiting call with `status`.
+    fn fail_all(&self, status: &Status) {
+        self.out.borrow_mut().clear();
+        self.deadlines.borrow_mut().clear();
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for (_, w) in waiting {
+            w.mailbox.push(w.tag, Reply::Failed(status.clone()));
+        }
+    }
+
+    /// Ends the calls whose deadline has passed; returns the next deadline.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut heap = self.deadlines.borrow_mut();
+        while let Some(&Reverse((at, id))) = heap.peek() {
+            if at > now {
+                return Some(at);
+            }
+            heap.pop();
+            let Some(w) = self.waiting.borrow_mut().remove(&id) else {
+                continue; // answered already
+            };
+            let st = if w.client_deadline {
+                Status::new(
+                    Code::DeadlineExceeded,
+                    format!("deadline exceeded waiting for {}", self.name),
+                )
+            } else {
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} did not answer within {} ms (--peer-timeout)",
+                        self.name,
+                        self.settings.timeout.as_millis()
+                    ),
+                )
+            };
+            w.mailbox.push(w.tag, Reply::Failed(st));
+        }
+        None
+    }
+
+    fn deliver(&self, id: u32, reply: PeerReply) {
+        let Some(w) = self.waiting.borrow_mut().remove(&id) else {
+            return; // timed out already
+        };
+        let reply = match reply {
+            PeerReply::Get(v) => Reply::Get(v),
+            PeerReply::Set { created } => Reply::Set(Ok(created)),
+            PeerReply::Delete(d) => Reply::Delete(d),
+            PeerReply::Error(st) => Reply::Failed(st),
+        };
+        w.mailbox.push(w.tag, reply);
+    }
+
+    /// The connection's task: connect, then write what is queued and read
+    /// replies until the connection fails or the peer leaves the ring.
+    async fn run(self: Rc<Self>) {
+        let stream = match Stream::connect(self.addr, CONNECT_TIMEOUT).await {
+            Ok(s) => s,
+            Err(e) => {
+                let backoff = self.backoff.get();
+                self.backoff.set((backoff * 2).min(BACKOFF_MAX));
+                *self.last_error.borrow_mut() = e.to_string();
+                self.state.set(State::Down {
+                    until: Instant::now() + backoff,
+                });
+                tracing::warn!(peer = %self.addr, "cannot connect to {}: {e}", self.name);
+                self.fail_all(&Status::new(
+                    Code::Unavailable,
+                    format!("cannot connect to {}: {e}", self.name),
+                ));
+                return;
+            }
+        };
+        self.backoff.set(BACKOFF_MIN);
+        let reason = self.session(stream).await;
+        self.state.set(State::Idle);
+        tracing::debug!(peer = %self.addr, "connection to {} ended: {reason}", self.name);
+        let st = if self.closed.get() {
+            Status::new(Code::Unavailable, format!("{} left the cluster", self.name))
+        } else {
+            Status::new(
+                Code::Unavailable,
+                format!("connection to {} lost: {reason}", self.name),
+            )
+        };
+        // Calls made from now on start a new connection.
+        self.fail_all(&st);
+    }
+
+    async fn session(&self, mut stream: Stream) -> String {
+        let _ = stream.set_nodelay();
+        let _ = stream.set_write_timeout(self.settings.timeout);
+        let mut input = BytesMut::with_capacity(READ_CHUNK);
+        let mut rbuf = vec![0u8; READ_CHUNK];
+        let mut sending: Vec<u8> = peer::MAGIC.to_vec();
+        loop {
+            if self.closed.get() {
+                return "the peer left the ring".into();
+            }
+            sending.append(&mut self.out.borrow_mut());
+            if !sending.is_empty() {
+                if let Err(e) = stream.write_all(&sending).await {
+                    return format!("write failed: {e}");
+                }
+                sending.clear();
+                continue; // more may have been queued meanwhile
+            }
+            let next_deadline = self.expire(Instant::now());
+            enum Wake {
+                Read(std::io::Result<usize>),
+                Queued,
+                Deadline,
+            }
+            let wake = future::or(
+                async { Wake::Read(stream.read(&mut rbuf).await) },
+                future::or(
+                    async {
+                        self.wake.notified().await;
+                        Wake::Queued
+                    },
+                    async {
+                        match next_deadline {
+                            Some(d) => {
+                                runtime::sleep(d.saturating_duration_since(Instant::now())).await;
+                                Wake::Deadline
+                            }
+                            None => future::pending().await,
+                        }
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Read(Ok(0)) => return "closed by the peer".into(),
+                Wake::Read(Err(e)) => return format!("read failed: {e}"),
+                Wake::Read(Ok(n)) => {
+                    input.extend_from_slice(&rbuf[..n]);
+                    loop {
+                        match peer::decode_reply(&mut input, self.settings.max_frame) {
+                            Ok(Some((id, reply))) => self.deliver(id, reply),
+                            Ok(None) => break,
+                            Err(e) => return format!("protocol error: {e}"),
+                        }
+                    }
+                }
+                Wake::Queued | Wake::Deadline => {}
+            }
+        }
+    }
+}
