@@ -103,6 +103,34 @@ pub struct ServeArgs {
     /// fails with UNAVAILABLE naming the peer.
     #[arg(long = "peer-timeout", default_value = "5s", value_parser = parse_duration)]
     pub peer_timeout: Duration,
+
+    /// Where other nodes reach this one (IP:PORT) and its identity on the
+    /// ring. Default: the address the node listens on (which must then not
+    /// be 0.0.0.0 or [::] in a cluster).
+    #[arg(long, value_parser = parse_addr)]
+    pub advertise: Option<SocketAddr>,
+
+    /// A static cluster: the other nodes' advertise addresses, comma
+    /// separated (this node's own may be listed too). Not with --etcd.
+    #[arg(long, value_delimiter = ',', value_parser = parse_addr, conflicts_with = "etcd")]
+    pub peers: Vec<SocketAddr>,
+
+    /// etcd endpoints for membership (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
+    #[arg(long, value_delimiter = ',', value_parser = parse_etcd_endpoint)]
+    pub etcd: Vec<String>,
+
+    /// The etcd key prefix under which every node registers `{prefix}{node-id}`.
+    #[arg(long = "etcd-prefix", default_value = "/shardcache/nodes/", value_parser = parse_etcd_prefix)]
+    pub etcd_prefix: String,
+
+    /// TTL of this node's etcd lease: how soon peers drop it after it dies.
+    #[arg(long = "lease-ttl", default_value = "5s", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
+
+    /// Points per node on the consistent-hash ring; more spreads keys more
+    /// evenly at some memory per node. Every node of a cluster must agree.
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub vnodes: u32,
 }
 
 /// What `main` should do, with the configuration resolved from every layer.
@@ -262,9 +290,15 @@ fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // Lists (peers, etcd) as the flags' comma-separated form.
+            toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             other => {
                 return Err(ConfigError(format!(
-                    "config file {}: option `{key}` must be a string or a number, not {}",
+                    "config file {}: option `{key}` must be a string, a number or a list of strings, not {}",
                     path.display(),
                     other.type_str()
                 )))
@@ -302,6 +336,40 @@ impl ServeArgs {
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|_| format!("'{s}' is not an IP:PORT address (e.g. 127.0.0.1:7070)"))
+}
+
+fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+        .unwrap_or(t);
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        format!("'{s}' is not an etcd endpoint (e.g. http://127.0.0.1:2379): no port")
+    })?;
+    if host.is_empty() || port.parse::<u16>().is_err() || rest.contains('/') {
+        return Err(format!(
+            "'{s}' is not an etcd endpoint (e.g. http://127.0.0.1:2379)"
+        ));
+    }
+    Ok(t.to_string())
+}
+
+fn parse_etcd_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the etcd prefix must not be empty (e.g. /shardcache/nodes/)".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "'{s}' is not a lease TTL between 1s and 1h (etcd leases have whole seconds)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_shards(s: &str) -> Result<usize, String> {
