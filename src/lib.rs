@@ -2,6 +2,7 @@
 //! each owning a shard of the keys; a hand-written HTTP/2 + gRPC server on
 //! io_uring. See docs/architecture.md for the map.
 //!
+//! - [`cluster`]: membership (alone, static peers, etcd) and the consistent-hash ring.
 //! - [`config`]: flags and their parsing.
 //! - [`runtime`]: the only door to glommio (executors, sockets, timers, mesh).
 //! - [`store`]: one shard's map, LRU, TTLs and byte budget. No I/O.
@@ -10,6 +11,7 @@
 //! - [`server`]: start-up, shutdown and the per-connection loop that composes them.
 //! - [`systemd`]: sd_notify (READY, STOPPING, WATCHDOG).
 
+pub mod cluster;
 pub mod config;
 pub mod protocol;
 pub mod runtime;

@@ -1,0 +1,672 @@
+//! etcd membership: this node's leased key, the watch on everybody's, and
+//! what to do when etcd misbehaves. Runs on the "cluster-control" thread
+//! (a tokio current-thread runtime; etcd-client needs tokio).
+//!
+//! Key `{prefix}{node_id}`, value `{"node_id":"..","addr":"ip:port","shards":N}`
+//! (extra fields ignored), attached to a lease of `--lease-ttl` kept alive
+//! every TTL/3. A session is: connect, get (or reuse) the lease, put the key,
+//! read the whole prefix, publish the ring (epoch = the read's revision),
+//! then watch the prefix from that revision + 1 so no change is missed, and
+//! publish a ring (epoch = the change's revision) whenever the member set
+//! changes. Every request has a deadline: etcd-client connects lazily and a
+//! stopped etcd would otherwise hang the thread.
+//!
+//! Failures:
+//! - Lease lost (keep-alive answered TTL 0, or our key deleted): grant a new
+//!   lease and put the key again, within the session.
+//! - Anything else (connect, request, stream error, a canceled or compacted
+//!   watch, no keep-alive answer for a whole TTL): the session ends, the
+//!   state turns Unreachable (logged once), and a new session starts after
+//!   an exponential backoff (100 ms doubling to 2 s, jittered). The last
+//!   ring stays in force meanwhile: a ring of only this node is never
+//!   published because etcd is down. The new session re-registers (reusing
+//!   the lease if it is still alive) and re-syncs with a full read.
+//! - Values that do not parse, and peers that claim this node's address or
+//!   another peer's, are logged and left out; nothing read from etcd can
+//!   panic. (Event types are read from the key's create revision, 0 for a
+//!   delete, as etcd itself derives them: `Event::event_type` would panic
+//!   on an unknown code.)
+//! - Shutdown: the session is dropped and the lease revoked (≤ 2 s), so
+//!   peers drop this node at once instead of after the TTL.
+
+use super::{EtcdState, Member, Ring, Shared};
+use etcd_client::{
+    Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    WatchOptions, WatchResponse,
+};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Deadline of every unary request and of opening a stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown may spend revoking the lease.
+const REVOKE_BUDGET: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often the control thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(25);
+
+/// The etcd half of the configuration, validated.
+pub(super) struct Settings {
+    endpoints: Vec<String>,
+    prefix: String,
+    /// Requested TTL in whole seconds (etcd's unit), at least 1.
+    ttl_secs: i64,
+    vnodes: u32,
+}
+
+impl Settings {
+    pub(super) fn new(
+        endpoints: Vec<String>,
+        prefix: String,
+        lease_ttl: Duration,
+        vnodes: u32,
+    ) -> Result<Settings, String> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err("etcd membership needs at least one endpoint".into());
+        }
+        if prefix.is_empty() {
+            return Err("the etcd prefix must not be empty".into());
+        }
+        if lease_ttl.is_zero() {
+            return Err("the lease TTL must be positive".into());
+        }
+        // Round up: a TTL shorter than asked for would drop us early.
+        let ttl_secs = lease_ttl.as_secs() + u64::from(lease_ttl.subsec_nanos() > 0);
+        Ok(Settings {
+            endpoints,
+            prefix,
+            ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+            vnodes,
+        })
+    }
+}
+
+/// Starts the control thread.
+pub(super) fn spawn(
+    settings: Settings,
+    me: Member,
+    shared: Arc<Shared>,
+) -> Result<JoinHandle<()>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the cluster control runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("cluster-control".into())
+        .spawn(move || {
+            let _done = DoneOnDrop(shared.clone());
+            runtime.block_on(run(settings, me, &shared));
+        })
+        .map_err(|e| format!("cannot start the cluster control thread: {e}"))
+}
+
+/// Marks the control plane ended however the thread ends, so that
+/// `wait_first_ring` does not wait for a ring that cannot come.
+struct DoneOnDrop(Arc<Shared>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::Release);
+        self.0.ring_published.notify_all();
+    }
+}
+
+async fn run(settings: Settings, me: Member, shared: &Shared) {
+    let mut node = Node::new(settings, me, shared);
+    let mut backoff = Backoff::new(&node.me.node_id);
+    loop {
+        let failure = tokio::select! {
+            failure = node.session(&mut backoff) => failure,
+            () = stopped(shared) => break,
+        };
+        if shared.set_state(EtcdState::Unreachable) {
+            let ring = match shared.latest_ring() {
+                Some(r) => format!(
+                    "keeping the ring of epoch {} ({} members)",
+                    r.epoch(),
+                    r.len()
+                ),
+                None => "no ring yet".to_string(),
+            };
+            tracing::warn!("etcd session lost: {failure}; {ring}; retrying");
+        } else {
+            tracing::debug!("etcd still unreachable: {failure}");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next()) => {}
+            () = stopped(shared) => break,
+        }
+    }
+    node.revoke().await;
+    shared.set_state(EtcdState::Stopped);
+}
+
+async fn stopped(shared: &Shared) {
+    while !shared.stopping() {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
+/// The control thread's state, kept across sessions.
+struct Node<'a> {
+    settings: Settings,
+    me: Member,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    shared: &'a Shared,
+    /// Lease id and granted TTL. Kept when a session breaks: the lease may
+    /// still be alive, and shutdown must revoke it.
+    lease: Option<(i64, Duration)>,
+    /// The latest session's client, for the revoke at shutdown.
+    client: Option<Client>,
+    /// Valid peer entries by key (this node's own key excluded).
+    peers: BTreeMap<Vec<u8>, Member>,
+}
+
+/// A live lease: the handle that sends keep-alives and the stream of answers.
+struct KeepAlive {
+    keeper: LeaseKeeper,
+    acks: LeaseKeepAliveStream,
+    ttl: Duration,
+}
+
+impl<'a> Node<'a> {
+    fn new(settings: Settings, me: Member, shared: &'a Shared) -> Node<'a> {
+        let key = format!("{}{}", settings.prefix, me.node_id).into_bytes();
+        let value = encode_member(&me).into_bytes();
+        Node {
+            settings,
+            me,
+            key,
+            value,
+            shared,
+            lease: None,
+            client: None,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// One session; returns why it ended (it only ends by failing).
+    async fn session(&mut self, backoff: &mut Backoff) -> String {
+        match self.try_session(backoff).await {
+            Ok(never) => match never {},
+            Err(why) => why,
+        }
+    }
+
+    async fn try_session(&mut self, backoff: &mut Backoff) -> Result<Infallible, String> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let mut client = bounded(
+            "connect",
+            Client::connect(self.settings.endpoints.clone(), Some(options)),
+        )
+        .await?;
+        self.client = Some(client.clone());
+        let mut lease = self.register(&mut client).await?;
+
+        let prefix = self.settings.prefix.clone();
+        let read = bounded(
+            "read",
+            client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let revision = read.header().map_or(0, |h| h.revision());
+        self.peers.clear();
+        for kv in read.kvs() {
+            self.apply_put(kv.key(), kv.value());
+        }
+        let watch_from = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision.saturating_add(1));
+        let mut watch = bounded("watch", client.watch(prefix, Some(watch_from))).await?;
+        // State first: whoever sees the ring also sees Registered.
+        if self.shared.set_state(EtcdState::Registered) {
+            tracing::info!(
+                key = %String::from_utf8_lossy(&self.key),
+                lease = self.lease.map_or(0, |(id, _)| id),
+                revision,
+                "registered in etcd, {} peers",
+                self.peers.len()
+            );
+        }
+        self.publish_if_changed(revision);
+        backoff.reset();
+
+        let mut tick = keep_alive_ticker(lease.ttl);
+        let mut last_ack = Instant::now();
+        loop {
+            tokio::select! {
+                message = watch.message() => {
+                    let response = message
+                        .map_err(|e| format!("watch: {e}"))?
+                        .ok_or("watch stream ended")?;
+                    if response.canceled() {
+                        return Err(format!(
+                            "watch canceled ({}; compacted up to {})",
+                            response.cancel_reason(),
+                            response.compact_revision()
+                        ));
+                    }
+                    if self.apply_events(&response) {
+                        tracing::warn!("this node's key was deleted; registering again");
+                        lease = self.register(&mut client).await?;
+                        tick = keep_alive_ticker(lease.ttl);
+                        last_ack = Instant::now();
+                    }
+                }
+                ack = lease.acks.message() => {
+                    let ack = ack
+                        .map_err(|e| format!("keep-alive: {e}"))?
+                        .ok_or("keep-alive stream ended")?;
+                    if ack.ttl() <= 0 {
+                        tracing::warn!(lease = ack.id(), "lease expired; registering again");
+                        self.lease = None;
+                        lease = self.register(&mut client).await?;
+                        tick = keep_alive_ticker(lease.ttl);
+                    }
+                    last_ack = Instant::now();
+                }
+                _ = tick.tick() => {
+                    if last_ack.elapsed() > lease.ttl {
+                        return Err(format!("no keep-alive answer for {:?}", lease.ttl));
+                    }
+                    bounded("keep-alive", lease.keeper.keep_alive()).await?;
+                }
+            }
+        }
+    }
+
+    /// Makes sure a lease is alive (the current one, else a new one) and
+    /// puts this node's key under it.
+    async fn register(&mut self, client: &mut Client) -> Result<KeepAlive, String> {
+        // Twice at most: the lease may expire between keep-alive and put.
+        for _ in 0..2 {
+            let lease = self.live_lease(client).await?;
+            let id = lease.keeper.id();
+            let put = client.put(
+                self.key.clone(),
+                self.value.clone(),
+                Some(PutOptions::new().with_lease(id)),
+            );
+            match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
+                Ok(Ok(_)) => return Ok(lease),
+                Ok(Err(e)) if lease_not_found(&e) => {
+                    tracing::info!(lease = id, "lease gone before the put; granting another");
+                    self.lease = None;
+                }
+                Ok(Err(e)) => return Err(format!("register: {e}")),
+                Err(_) => return Err(format!("register: no answer within {REQUEST_TIMEOUT:?}")),
+            }
+        }
+        Err("register: the lease expired twice in a row".into())
+    }
+
+    /// The current lease if etcd still knows it, else a newly granted one.
+    async fn live_lease(&mut self, client: &mut Client) -> Result<KeepAlive, String> {
+        if let Some((id, ttl)) = self.lease {
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(id)).await {
+                Ok(Ok((keeper, acks))) => return Ok(KeepAlive { keeper, acks, ttl }),
+                // etcd-client's answer to TTL 0 ("lease not found").
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                    tracing::info!(
+                        lease = id,
+                        "lease no longer valid ({e}); granting a new one"
+                    );
+                    self.lease = None;
+                }
+                Ok(Err(e)) => return Err(format!("keep-alive: {e}")),
+                Err(_) => return Err(format!("keep-alive: no answer within {REQUEST_TIMEOUT:?}")),
+            }
+        }
+        let grant = bounded(
+            "lease grant",
+            client.lease_grant(self.settings.ttl_secs, None),
+        )
+        .await?;
+        if grant.ttl() <= 0 || !grant.error().is_empty() {
+            return Err(format!(
+                "lease grant refused (ttl {}, {:?})",
+                grant.ttl(),
+                grant.error()
+            ));
+        }
+        // etcd may raise a short TTL to its minimum; pace keep-alives by
+        // what was granted.
+        let ttl = Duration::from_secs(grant.ttl().unsigned_abs());
+        self.lease = Some((grant.id(), ttl));
+        let (keeper, acks) = bounded("keep-alive", client.lease_keep_alive(grant.id())).await?;
+        Ok(KeepAlive { keeper, acks, ttl })
+    }
+
+    /// Applies a watch response; publishes if the members changed. True
+    /// when this node's own key was deleted.
+    fn apply_events(&mut self, response: &WatchResponse) -> bool {
+        let mut revision = 0;
+        let mut own_deleted = false;
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            revision = revision.max(kv.mod_revision());
+            if kv.create_revision() != 0 {
+                self.apply_put(kv.key(), kv.value());
+            } else if kv.key() == self.key.as_slice() {
+                own_deleted = true;
+            } else if self.peers.remove(kv.key()).is_some() {
+                tracing::info!(key = %String::from_utf8_lossy(kv.key()), "member left");
+            }
+        }
+        if revision > 0 {
+            self.publish_if_changed(revision);
+        }
+        own_deleted
+    }
+
+    fn apply_put(&mut self, key: &[u8], value: &[u8]) {
+        let shown = String::from_utf8_lossy(key);
+        if key == self.key.as_slice() {
+            if value != self.value.as_slice() {
+                tracing::warn!(
+                    key = %shown,
+                    "this node's key holds another value: does another node use node id {:?}?",
+                    self.me.node_id
+                );
+            }
+            return;
+        }
+        let member = match parse_member(value) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(key = %shown, "ignoring a malformed member entry: {e}");
+                self.peers.remove(key);
+                return;
+            }
+        };
+        if member.addr == self.me.addr {
+            tracing::warn!(
+                key = %shown,
+                "entry claims this node's address {} (node id {:?}, ours {:?}); ignored",
+                member.addr,
+                member.node_id,
+                self.me.node_id
+            );
+        } else if let Some((other, _)) = self
+            .peers
+            .iter()
+            .find(|(k, p)| k.as_slice() != key && p.addr == member.addr)
+        {
+            tracing::warn!(
+                key = %shown,
+                other = %String::from_utf8_lossy(other),
+                "two entries claim {}; the first key in order is used",
+                member.addr
+            );
+        }
+        self.peers.insert(key.to_vec(), member);
+    }
+
+    /// Publishes the ring of this node and its peers if its members differ
+    /// from the current ring's. The epoch is the etcd revision of the
+    /// change, forced above the previous epoch (a new etcd cluster starts
+    /// its revisions over).
+    fn publish_if_changed(&self, revision: i64) {
+        let revision = u64::try_from(revision).unwrap_or(0);
+        let latest = self.shared.latest_ring();
+        let previous = latest.as_ref().map_or(0, |r| r.epoch());
+        let epoch = revision.max(previous + 1);
+        let peers = self.peers.values().cloned().collect();
+        let ring = Ring::with_local(epoch, self.me.clone(), peers, self.settings.vnodes);
+        if latest.is_some_and(|r| r.same_members(&ring)) {
+            return;
+        }
+        if epoch != revision {
+            tracing::warn!(
+                revision,
+                epoch,
+                "etcd revision went backwards (a new etcd cluster?); continuing the epochs"
+            );
+        }
+        self.shared.publish(ring);
+    }
+
+    /// Revokes the lease so that peers drop this node now (bounded).
+    async fn revoke(&mut self) {
+        let Some((id, _)) = self.lease.take() else {
+            return;
+        };
+        let client = self.client.clone();
+        let endpoints = self.settings.endpoints.clone();
+        let attempt = async move {
+            let mut client = match client {
+                Some(c) => c,
+                None => Client::connect(endpoints, None).await?,
+            };
+            client.lease_revoke(id).await
+        };
+        match tokio::time::timeout(REVOKE_BUDGET, attempt).await {
+            Ok(Ok(_)) => tracing::info!(lease = id, "lease revoked: peers drop this node now"),
+            Ok(Err(e)) => tracing::warn!(
+                lease = id,
+                "cannot revoke the lease ({e}); peers drop this node when it expires"
+            ),
+            Err(_) => tracing::warn!(
+                lease = id,
+                "lease revocation timed out; peers drop this node when it expires"
+            ),
+        }
+    }
+}
+
+fn keep_alive_ticker(ttl: Duration) -> tokio::time::Interval {
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    // The first tick is one period away: the lease was just granted or renewed.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Runs an etcd request with a deadline of its own.
+async fn bounded<T>(
+    what: &str,
+    request: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+/// etcd's "requested lease not found" (gRPC NotFound).
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found"))
+}
+
+/// The value stored under a member's key, fields in the documented order.
+fn encode_member(m: &Member) -> String {
+    format!(
+        "{{\"node_id\":{},\"addr\":\"{}\",\"shards\":{}}}",
+        serde_json::Value::from(m.node_id.as_str()),
+        m.addr,
+        m.shards
+    )
+}
+
+/// Parses a member's value; any deviation is an error, never a panic.
+fn parse_member(value: &[u8]) -> Result<Member, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    let field = |name: &str| v.get(name).ok_or_else(|| format!("no {name:?}"));
+    let node_id = field("node_id")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("\"node_id\" is not a non-empty string")?
+        .to_string();
+    let addr: SocketAddr = field("addr")?
+        .as_str()
+        .ok_or("\"addr\" is not a string")?
+        .parse()
+        .map_err(|e| format!("\"addr\" is not ip:port: {e}"))?;
+    let shards = field("shards")?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or("\"shards\" is not a positive 32-bit integer")?;
+    Ok(Member {
+        node_id,
+        addr,
+        shards,
+    })
+}
+
+/// Exponential backoff with jitter, so a fleet does not reconnect in step.
+struct Backoff {
+    next: Duration,
+    seed: u64,
+    attempt: u64,
+}
+
+impl Backoff {
+    fn new(node_id: &str) -> Backoff {
+        Backoff {
+            next: BACKOFF_MIN,
+            seed: xxhash_rust::xxh3::xxh3_64(node_id.as_bytes()),
+            attempt: 0,
+        }
+    }
+
+    /// The next wait: between half and all of the current step.
+    fn next(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.attempt += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mix = xxhash_rust::xxh3::xxh3_64_with_seed(
+            &[self.attempt.to_le_bytes(), u64::from(nanos).to_le_bytes()].concat(),
+            self.seed,
+        );
+        let fraction = (mix >> 11) as f64 / (1u64 << 53) as f64;
+        step.mul_f64(0.5 + 0.5 * fraction)
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_values_round_trip() {
+        let m = Member {
+            node_id: "cache-a".into(),
+            addr: "[::1]:7070".parse().unwrap(),
+            shards: 8,
+        };
+        let text = encode_member(&m);
+        assert_eq!(
+            text,
+            r#"{"node_id":"cache-a","addr":"[::1]:7070","shards":8}"#
+        );
+        assert_eq!(parse_member(text.as_bytes()), Ok(m));
+        // Ids are JSON-escaped.
+        let odd = Member {
+            node_id: "a\"b\\c\n".into(),
+            ..parse_member(text.as_bytes()).unwrap()
+        };
+        assert_eq!(parse_member(encode_member(&odd).as_bytes()), Ok(odd));
+        // Unknown fields are for later versions, not an error.
+        let extra = br#"{"node_id":"b","addr":"10.0.0.2:7070","shards":2,"zone":"x"}"#;
+        assert_eq!(parse_member(extra).unwrap().node_id, "b");
+    }
+
+    #[test]
+    fn malformed_values_are_errors_not_panics() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\xff\xfe",
+            b"null",
+            b"[]",
+            b"{}",
+            b"{\"node_id\":",
+            br#"{"addr":"10.0.0.1:7070","shards":1}"#,
+            br#"{"node_id":"","addr":"10.0.0.1:7070","shards":1}"#,
+            br#"{"node_id":7,"addr":"10.0.0.1:7070","shards":1}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1","shards":1}"#,
+            br#"{"node_id":"a","addr":"host:7070","shards":1}"#,
+            br#"{"node_id":"a","addr":7070,"shards":1}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:70000","shards":1}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070"}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070","shards":0}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070","shards":-1}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070","shards":1.5}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070","shards":4294967296}"#,
+            br#"{"node_id":"a","addr":"10.0.0.1:7070","shards":1e400}"#,
+        ];
+        for case in cases {
+            assert!(
+                parse_member(case).is_err(),
+                "{:?} parsed",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let ok = |e: &[&str], p: &str, ttl: Duration| {
+            Settings::new(
+                e.iter().map(|s| s.to_string()).collect(),
+                p.into(),
+                ttl,
+                160,
+            )
+        };
+        let s = ok(
+            &["http://127.0.0.1:2379", " "],
+            "/sc/",
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+        assert_eq!(s.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(s.ttl_secs, 2, "rounded up");
+        assert!(ok(&[], "/sc/", Duration::from_secs(5)).is_err());
+        assert!(ok(&[""], "/sc/", Duration::from_secs(5)).is_err());
+        assert!(ok(&["http://e:2379"], "", Duration::from_secs(5)).is_err());
+        assert!(ok(&["http://e:2379"], "/sc/", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new("n");
+        let mut step = BACKOFF_MIN;
+        for _ in 0..8 {
+            let wait = b.next();
+            assert!(
+                wait >= step / 2 && wait <= step,
+                "{wait:?} for step {step:?}"
+            );
+            step = (step * 2).min(BACKOFF_MAX);
+        }
+        assert!(b.next() >= BACKOFF_MAX / 2);
+        b.reset();
+        assert!(b.next() <= BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,234 @@
+//! A real, single-member etcd for tests: `/usr/bin/etcd` (or `$ETCD_BIN`) on
+//! free loopback ports with its own data directory under the temp dir.
+//!
+//! [`Etcd::start`] waits until `/health` answers `"health":"true"`;
+//! [`Etcd::pause`]/[`Etcd::resume`] send SIGSTOP/SIGCONT (through the `kill`
+//! command, so no `unsafe`), [`Etcd::stop`] kills it keeping its data,
+//! [`Etcd::restart`] starts it again on the same ports and data. Dropping it
+//! kills the process and removes the data directory. etcd's output goes to
+//! `etcd.log` in the data directory; its tail is printed when a test panics.
+//!
+//! Standalone: tests use it as `#[path = "common/etcd.rs"] mod etcd;` or as
+//! a module of `tests/common`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long etcd may take to become healthy.
+pub const ETCD_START_DEADLINE: Duration = Duration::from_secs(30);
+
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Etcd {
+    child: Option<Child>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    dir: PathBuf,
+}
+
+/// The etcd binary under test.
+pub fn etcd_bin() -> String {
+    std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".to_string())
+}
+
+/// A loopback port nobody listens on right now. (Racy by nature: another
+/// process may take it before etcd binds it; start retries with new ports.)
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address")
+}
+
+impl Etcd {
+    /// Starts a fresh etcd and waits until it is healthy.
+    pub fn start() -> Etcd {
+        let dir = std::env::temp_dir().join(format!(
+            "shardcache-etcd-{}-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("create the etcd data directory");
+        let mut etcd = Etcd {
+            child: None,
+            client_addr: free_port(),
+            peer_addr: free_port(),
+            dir,
+        };
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match etcd.spawn_and_wait() {
+                Ok(()) => return etcd,
+                Err(e) => {
+                    // Perhaps a port was taken meanwhile: new ports, and an
+                    // empty data directory for the new member.
+                    last_error = e;
+                    etcd.kill();
+                    let _ = std::fs::remove_dir_all(etcd.data_dir());
+                    etcd.client_addr = free_port();
+                    etcd.peer_addr = free_port();
+                }
+            }
+        }
+        panic!("etcd did not start: {last_error}\n{}", etcd.log_tail(40));
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .map_err(|e| format!("open etcd.log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("dup etcd.log: {e}"))?;
+        let client = format!("http://{}", self.client_addr);
+        let peer = format!("http://{}", self.peer_addr);
+        let child = Command::new(etcd_bin())
+            .arg("--name")
+            .arg("test")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("test={peer}"))
+            .arg("--initial-cluster-state")
+            .arg("new")
+            // Fast election and a short minimum lease TTL (1.5 x election).
+            .arg("--heartbeat-interval")
+            .arg("50")
+            .arg("--election-timeout")
+            .arg("500")
+            .arg("--log-level")
+            .arg("warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", etcd_bin()))?;
+        self.child = Some(child);
+        self.wait_healthy(ETCD_START_DEADLINE)
+    }
+
+    /// Polls `/health` until it reports healthy.
+    pub fn wait_healthy(&mut self, deadline: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("etcd exited: {status}"));
+                }
+            }
+            match health(self.client_addr) {
+                Ok(true) => return Ok(()),
+                Ok(false) | Err(_) if start.elapsed() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(false) => return Err("etcd answers but is not healthy".into()),
+                Err(e) => return Err(format!("etcd not answering: {e}")),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("etcd is running").id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Freezes etcd (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a paused etcd (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Kills etcd, keeping its data directory for [`Etcd::restart`].
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts etcd again on the same ports with the same data, and waits
+    /// until it is healthy.
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("etcd did not restart: {e}\n{}", self.log_tail(40));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last `lines` lines etcd logged.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.join("etcd.log"), lines)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- etcd log tail ---\n{}", self.log_tail(30));
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `GET /health` over HTTP/1.0; true when etcd reports healthy.
+fn health(addr: SocketAddr) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body.contains("\"health\":\"true\""))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
