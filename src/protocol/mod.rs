@@ -3,6 +3,8 @@
 //!
 //! - [`http2`]: HTTP/2 framing, HPACK and per-connection state (RFC 9113/7540, 7541).
 //! - [`grpc`]: the gRPC layer on top: routes, message framing, status, deadlines.
+//! - [`http1`]: HTTP/1.1 request decoding and response encoding (RFC 9112), for the gateway.
 
 pub mod grpc;
+pub mod http1;
 pub mod http2;
