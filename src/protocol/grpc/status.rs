@@ -31,6 +31,30 @@ impl Code {
         ];
         NAMES[self as usize]
     }
+
+    /// The canonical name (`NOT_FOUND`), as metrics and logs show it.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        NAMES[self as usize]
+    }
 }
 
 /// A failed call's status and its human-readable reason.
@@ -58,5 +82,8 @@ mod tests {
         assert_eq!(Code::Ok.as_str(), "0");
         assert_eq!(Code::ResourceExhausted.as_str(), "8");
         assert_eq!(Code::Unauthenticated.as_str(), "16");
+        assert_eq!(Code::Ok.name(), "OK");
+        assert_eq!(Code::DeadlineExceeded.name(), "DEADLINE_EXCEEDED");
+        assert_eq!(Code::Unauthenticated.name(), "UNAUTHENTICATED");
     }
 }
