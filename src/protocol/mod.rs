@@ -5,8 +5,10 @@
 //! - [`grpc`]: the gRPC layer on top: routes, message framing, status, deadlines.
 //! - [`peer`]: the node-to-node format a shard forwards requests in.
 //! - [`CacheOp`]: what a request asks of one key, whatever carried it.
+//! - [`http1`]: HTTP/1.1 request decoding and response encoding (RFC 9112), for the gateway.
 
 pub mod grpc;
+pub mod http1;
 pub mod http2;
 mod op;
 pub mod peer;

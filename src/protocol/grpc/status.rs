@@ -55,6 +55,30 @@ impl Code {
         ];
         NAMES[self as usize]
     }
+
+    /// The canonical name (`NOT_FOUND`), as metrics and logs show it.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        NAMES[self as usize]
+    }
 }
 
 /// A failed call's status and its human-readable reason.
@@ -86,5 +110,8 @@ mod tests {
             assert_eq!(Code::from_u32(n).map(|c| c as u32), Some(n));
         }
         assert_eq!(Code::from_u32(17), None);
+        assert_eq!(Code::Ok.name(), "OK");
+        assert_eq!(Code::DeadlineExceeded.name(), "DEADLINE_EXCEEDED");
+        assert_eq!(Code::Unauthenticated.name(), "UNAUTHENTICATED");
     }
 }

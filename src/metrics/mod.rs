@@ -1,0 +1,202 @@
+//! Metrics: each shard's counters and latency histograms, and their
+//! rendering in Prometheus' text format. No I/O, no clock, no sharing.
+//!
+//! A shard's thread owns its [`ShardMetrics`] and records into it with
+//! `&mut self`: plain `u64`s in fixed arrays indexed by the label enums
+//! below, so recording is O(1), allocation-free and touches no atomic (the
+//! data path stays shared-nothing). A scrape asks every shard for a copy
+//! ([`ShardMetrics::snapshot`], `Send + Clone`) by message, and [`render`]
+//! sums and prints them all together with the store's counters and the
+//! node's cluster state.
+//!
+//! - `histogram.rs`: fixed-bucket latency histogram in nanoseconds.
+//! - `shard.rs`: one shard's counters.
+//! - `render.rs`: the text exposition format 0.0.4 and the metric families
+//!   (listed in docs/gateway-and-metrics.md).
+
+mod histogram;
+mod render;
+mod shard;
+#[cfg(test)]
+mod tests;
+
+pub use histogram::{Histogram, BUCKETS_NS};
+pub use render::{render, NodeInfo, ShardSnapshot, ETCD_STATES};
+pub use shard::{MetricsSnapshot, PeerStats, ShardMetrics};
+
+use crate::protocol::grpc::{self, Code};
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    Grpc = 0,
+    Http = 1,
+}
+
+impl Interface {
+    pub const ALL: [Interface; 2] = [Interface::Grpc, Interface::Http];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Interface::Grpc => "grpc",
+            Interface::Http => "http",
+        }
+    }
+}
+
+/// What a request did, whichever interface carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get = 0,
+    Set = 1,
+    Delete = 2,
+    Stats = 3,
+    /// gRPC Health/Check, `/healthz`, `/readyz`.
+    Health = 4,
+    /// `/metrics`.
+    Metrics = 5,
+    /// Anything else: unknown paths and methods, undecodable requests.
+    Other = 6,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Set,
+        Method::Delete,
+        Method::Stats,
+        Method::Health,
+        Method::Metrics,
+        Method::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Set => "set",
+            Method::Delete => "delete",
+            Method::Stats => "stats",
+            Method::Health => "health",
+            Method::Metrics => "metrics",
+            Method::Other => "other",
+        }
+    }
+}
+
+impl From<grpc::Method> for Method {
+    fn from(m: grpc::Method) -> Method {
+        match m {
+            grpc::Method::Get => Method::Get,
+            grpc::Method::Set => Method::Set,
+            grpc::Method::Delete => Method::Delete,
+            grpc::Method::Stats => Method::Stats,
+            grpc::Method::HealthCheck => Method::Health,
+        }
+    }
+}
+
+/// How a request ended: a gRPC status, or an HTTP status (the gateway,
+/// and gRPC requests refused before any gRPC status, e.g. 415).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    Grpc(Code),
+    Http(u16),
+}
+
+/// The HTTP statuses counted one by one; others share the label "other".
+const HTTP_STATUSES: [u16; 17] = [
+    200, 201, 204, 400, 404, 405, 408, 413, 415, 429, 431, 500, 501, 502, 503, 504, 505,
+];
+
+/// Counter slots per (interface, method): 17 gRPC codes, the HTTP
+/// statuses above, and "other".
+pub(crate) const STATUS_SLOTS: usize = 17 + HTTP_STATUSES.len() + 1;
+
+/// The `status` label of each slot.
+const STATUS_LABELS: [&str; STATUS_SLOTS] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "200",
+    "201",
+    "204",
+    "400",
+    "404",
+    "405",
+    "408",
+    "413",
+    "415",
+    "429",
+    "431",
+    "500",
+    "501",
+    "502",
+    "503",
+    "504",
+    "505",
+    "other",
+];
+
+impl ReplyStatus {
+    fn slot(self) -> usize {
+        match self {
+            ReplyStatus::Grpc(c) => c as usize,
+            ReplyStatus::Http(s) => {
+                17 + HTTP_STATUSES
+                    .iter()
+                    .position(|&h| h == s)
+                    .unwrap_or(HTTP_STATUSES.len())
+            }
+        }
+    }
+
+    /// The `status` label: the gRPC code name, or the HTTP status.
+    pub fn label(self) -> &'static str {
+        STATUS_LABELS[self.slot()]
+    }
+}
+
+/// Why a call to a peer node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerError {
+    /// Could not connect.
+    Connect = 0,
+    /// No answer within the deadline.
+    Timeout = 1,
+    /// The connection closed with the call outstanding.
+    Closed = 2,
+    /// The peer answered with an error status.
+    Remote = 3,
+}
+
+impl PeerError {
+    pub const ALL: [PeerError; 4] = [
+        PeerError::Connect,
+        PeerError::Timeout,
+        PeerError::Closed,
+        PeerError::Remote,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerError::Connect => "connect",
+            PeerError::Timeout => "timeout",
+            PeerError::Closed => "closed",
+            PeerError::Remote => "remote",
+        }
+    }
+}
