@@ -3,6 +3,7 @@
 //! shard's store or handed to the owner shard, and every reply produced in
 //! one turn of the loop leaves in a single write.
 
+use super::streaming::Streaming;
 use super::NodeShared;
 use crate::config::MAX_KEY_BYTES;
 use crate::proto;
@@ -126,6 +127,8 @@ struct Conn {
     scratch: Vec<u8>,
     max_message: usize,
     shutdown_asked: bool,
+    /// Open streaming calls (health Watch, reflection): server/streaming.rs.
+    streaming: Streaming,
 }
 
 pub async fn serve(
@@ -150,6 +153,7 @@ pub async fn serve(
         scratch: Vec::new(),
         max_message,
         shutdown_asked: false,
+        streaming: Streaming::new(max_message),
     };
     if refuse {
         let msg = format!(
@@ -228,6 +232,9 @@ impl Conn {
                 } else {
                     self.shutdown_asked = true;
                     self.h2.begin_shutdown();
+                    // Streaming calls never end by themselves: end them
+                    // (UNAVAILABLE) so the connection can close.
+                    self.streaming.shut_down(&mut self.h2);
                 }
                 continue;
             }
@@ -320,7 +327,19 @@ impl Conn {
             }
             Event::Reset { stream_id, .. } => {
                 self.pending.remove(&stream_id);
+                self.streaming.reset(stream_id);
             }
+            // Streaming calls (health Watch, reflection): server/streaming.rs.
+            Event::StreamOpened {
+                stream_id, headers, ..
+            } => self.streaming.opened(&mut self.h2, stream_id, &headers),
+            Event::StreamData {
+                stream_id,
+                data,
+                end_stream,
+            } => self
+                .streaming
+                .data(&mut self.h2, &self.node, stream_id, &data, end_stream),
         }
     }
 

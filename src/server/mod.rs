@@ -5,6 +5,7 @@
 //! [`connection`].
 
 mod connection;
+mod streaming;
 
 use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
@@ -69,6 +70,8 @@ impl NodeConfig {
         ServerSettings {
             // The 5-byte gRPC prefix rides in the body too.
             max_body_size: self.max_message().saturating_add(5),
+            // Health Watch and reflection: see server/streaming.rs.
+            is_streaming: crate::protocol::grpc::is_streaming_path,
             ..ServerSettings::default()
         }
     }
