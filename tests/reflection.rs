@@ -264,3 +264,44 @@ fn health_watch_sees_serving_then_not_serving_and_the_node_still_exits() {
         .expect("the node did not exit after SIGTERM with watches open");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Message framing on a streaming call, with a raw HTTP/2 client: two
+/// requests whose bytes straddle DATA frames get two responses and OK; a
+/// compressed message ends its call with UNIMPLEMENTED; the connection goes on.
+#[test]
+fn reflection_messages_across_and_within_data_frames() {
+    use common::h2raw::{self, RawConn, DATA, END_STREAM};
+    let node = Node::start();
+    let mut c = RawConn::handshake(node.addr);
+    let path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let mut wire = h2raw::grpc_message(
+        &v1_request(MessageRequest::ListServices(String::new())).encode_to_vec(),
+        false,
+    );
+    wire.extend(h2raw::grpc_message(
+        &v1_request(MessageRequest::FileByFilename("cache.proto".into())).encode_to_vec(),
+        false,
+    ));
+    let cut = wire.len() - 4;
+    c.send_headers(1, &h2raw::grpc_headers(path, &[]), false)
+        .unwrap();
+    c.send_frame(DATA, 0, 1, &wire[..cut]).unwrap();
+    c.send_frame(DATA, END_STREAM, 1, &wire[cut..]).unwrap();
+    let r = c.read_response(1, STEP);
+    assert_eq!(r.grpc_status(), Some(0), "{r:?}");
+    let msgs = r.grpc_messages();
+    assert_eq!(msgs.len(), 2, "{r:?}");
+    let second = v1::ServerReflectionResponse::decode(&msgs[1].1[..]).unwrap();
+    assert!(matches!(
+        second.message_response,
+        Some(MessageResponse::FileDescriptorResponse(_))
+    ));
+
+    c.send_headers(3, &h2raw::grpc_headers(path, &[]), false)
+        .unwrap();
+    c.send_frame(DATA, 0, 3, &h2raw::grpc_message(b"x", true))
+        .unwrap();
+    let r = c.read_response(3, STEP);
+    assert_eq!(r.grpc_status(), Some(12), "{r:?}");
+    node.assert_healthy_blocking();
+}
