@@ -1,18 +1,27 @@
-//! Generates Rust types from proto/cache.proto.
+//! Generates Rust types from the protos under proto/.
 //!
-//! The server uses plain prost messages (`cache.rs`). Tests use a stock tonic
-//! client generated from the same file (`client/cache.rs`); only tests
-//! include it, so tonic never enters the server's dependency graph.
-//! protoc comes from the `protoc-bin-vendored` crate unless PROTOC is set,
-//! so a plain `cargo build` needs no system package.
+//! The server uses plain prost messages (`cache.rs`, `grpc.health.v1.rs`,
+//! `grpc.reflection.{v1,v1alpha}.rs`) and, for server reflection, a
+//! `FileDescriptorSet` of those same files (`descriptors.bin`, embedded with
+//! `include_bytes!`), so what reflection describes is exactly what is built.
+//! Tests use stock tonic clients generated from the same files
+//! (`client/*.rs`); only tests include them, so tonic never enters the
+//! server's dependency graph. protoc comes from the `protoc-bin-vendored`
+//! crate unless PROTOC is set, so a plain `cargo build` needs no system
+//! package.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/cache.proto";
-    let health = "proto/grpc/health/v1/health.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    println!("cargo:rerun-if-changed={health}");
+    let protos = [
+        "proto/cache.proto",
+        "proto/grpc/health/v1/health.proto",
+        "proto/grpc/reflection/v1/reflection.proto",
+        "proto/grpc/reflection/v1alpha/reflection.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
     println!("cargo:rerun-if-env-changed=PROTOC");
     let protoc = match std::env::var_os("PROTOC") {
         Some(p) => PathBuf::from(p),
@@ -22,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut server = prost_build::Config::new();
     server.protoc_executable(&protoc);
-    server.compile_protos(&[proto, health], &["proto"])?;
+    server.file_descriptor_set_path(out.join("descriptors.bin"));
+    server.compile_protos(&protos, &["proto"])?;
 
     let client_dir = out.join("client");
     std::fs::create_dir_all(&client_dir)?;
@@ -32,6 +42,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(true)
         .out_dir(&client_dir)
-        .compile_with_config(client, &[proto, health], &["proto"])?;
+        .compile_with_config(client, &protos, &["proto"])?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use super::dispatch::{self, Local};
 use super::peer_client::Peers;
+use super::streaming::Streaming;
 use super::{peer_session, NodeShared};
 use crate::config::MAX_KEY_BYTES;
 use crate::proto;
@@ -150,6 +151,8 @@ struct Conn {
     scratch: Vec<u8>,
     max_message: usize,
     shutdown_asked: bool,
+    /// Open streaming calls (health Watch, reflection): server/streaming.rs.
+    streaming: Streaming,
 }
 
 /// Serves one accepted connection: a client speaking HTTP/2, or a peer
@@ -178,9 +181,10 @@ pub async fn serve(
             peer_session::serve(&mut stream, input, shard, peers, shared.clone(), max_frame).await;
         }
         Some(Kind::Client) => {
+            let max_message = node.config.max_message();
             let mut c = Conn {
                 h2: Connection::new(settings),
-                max_message: node.config.max_message(),
+                max_message,
                 shard,
                 peers,
                 node,
@@ -189,6 +193,7 @@ pub async fn serve(
                 body: Vec::new(),
                 scratch: Vec::new(),
                 shutdown_asked: false,
+                streaming: Streaming::new(max_message),
             };
             if refuse {
                 let msg = format!(
@@ -313,6 +318,9 @@ impl Conn {
                 } else {
                     self.shutdown_asked = true;
                     self.h2.begin_shutdown();
+                    // Streaming calls never end by themselves: end them
+                    // (UNAVAILABLE) so the connection can close.
+                    self.streaming.shut_down(&mut self.h2);
                 }
                 continue;
             }
@@ -403,7 +411,19 @@ impl Conn {
             }
             Event::Reset { stream_id, .. } => {
                 self.pending.remove(&stream_id);
+                self.streaming.reset(stream_id);
             }
+            // Streaming calls (health Watch, reflection): server/streaming.rs.
+            Event::StreamOpened {
+                stream_id, headers, ..
+            } => self.streaming.opened(&mut self.h2, stream_id, &headers),
+            Event::StreamData {
+                stream_id,
+                data,
+                end_stream,
+            } => self
+                .streaming
+                .data(&mut self.h2, &self.node, stream_id, &data, end_stream),
         }
     }
 

@@ -8,6 +8,7 @@ mod connection;
 mod dispatch;
 mod peer_client;
 mod peer_session;
+mod streaming;
 
 use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
@@ -75,6 +76,8 @@ impl NodeConfig {
         ServerSettings {
             // The 5-byte gRPC prefix rides in the body too.
             max_body_size: self.max_message().saturating_add(5),
+            // Health Watch and reflection: see server/streaming.rs.
+            is_streaming: crate::protocol::grpc::is_streaming_path,
             ..ServerSettings::default()
         }
     }

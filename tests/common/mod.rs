@@ -379,6 +379,29 @@ impl Node {
     pub fn rss_bytes(&self) -> u64 {
         rss_bytes(self.pid)
     }
+
+    /// Sends SIGTERM: the node starts its graceful shutdown.
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -TERM {} failed", self.pid);
+    }
+
+    /// Waits until the process exits; None if it still runs after `within`.
+    pub fn wait_exit(&self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.lock().unwrap().try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Node {

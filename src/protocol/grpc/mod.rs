@@ -1,10 +1,16 @@
 //! gRPC over our HTTP/2: which method a request calls, its deadline and
 //! encoding, the 5-byte length-prefixed message framing, and the status /
 //! trailer vocabulary of replies. Knows nothing of sockets or of the store.
+//!
+//! - [`streaming`]: the streaming methods and the incremental deframer.
+//! - [`reflection`]: the server reflection service, request → response.
 
+pub mod reflection;
 mod status;
+pub mod streaming;
 
 pub use status::{Code, Status};
+pub use streaming::{is_streaming_path, Deframer, StreamingMethod};
 
 use super::http2::{HeaderField, HeaderList};
 use bytes::{Buf, BufMut, Bytes};
@@ -65,6 +71,16 @@ pub enum Rejection {
 
 /// Checks a request's headers and finds the method.
 pub fn parse_call(headers: &HeaderList) -> Result<Call, Rejection> {
+    let (method, timeout) = parse_call_with(headers, Method::from_path)?;
+    Ok(Call { method, timeout })
+}
+
+/// The checks of [`parse_call`] against another method table
+/// (e.g. [`StreamingMethod::from_path`]): the method and the timeout.
+pub fn parse_call_with<M>(
+    headers: &HeaderList,
+    from_path: fn(&[u8]) -> Option<M>,
+) -> Result<(M, Option<Duration>), Rejection> {
     if headers.get(b":method") != Some(b"POST") {
         return Err(Rejection::Http(405));
     }
@@ -73,7 +89,7 @@ pub fn parse_call(headers: &HeaderList) -> Result<Call, Rejection> {
         return Err(Rejection::Http(415));
     }
     let path = headers.get(b":path").unwrap_or(b"");
-    let Some(method) = Method::from_path(path) else {
+    let Some(method) = from_path(path) else {
         return Err(Rejection::Grpc(Status::new(
             Code::Unimplemented,
             format!("unknown method {}", String::from_utf8_lossy(path)),
@@ -101,7 +117,7 @@ pub fn parse_call(headers: &HeaderList) -> Result<Call, Rejection> {
             ))
         })?),
     };
-    Ok(Call { method, timeout })
+    Ok((method, timeout))
 }
 
 fn is_grpc_content_type(ct: &[u8]) -> bool {

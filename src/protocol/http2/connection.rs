@@ -7,6 +7,15 @@
 //! the stream table, both directions of flow control, the HPACK contexts,
 //! and GOAWAY. Choices the RFC leaves open are documented in
 //! docs/protocol.md (header block bound, window-update policy).
+//!
+//! Two kinds of stream, chosen from `:path` when HEADERS arrive
+//! ([`ServerSettings::is_streaming`]): unary streams buffer the body and
+//! deliver one [`Event::Request`] at END_STREAM (the fast path, unchanged);
+//! streaming streams deliver [`Event::StreamOpened`] at once and then each
+//! DATA payload as [`Event::StreamData`], and are answered piecewise with
+//! [`Connection::send_headers`], [`Connection::send_data`] and
+//! [`Connection::send_trailers`]. Both share one per-stream send queue for
+//! what flow control holds back.
 
 use super::frame::{self, setting, ErrorCode, Frame, FrameError, HEAD_LEN, MAX_WINDOW, PREFACE};
 use super::hpack::{Decoder, Encoder, HeaderField, HeaderList, HpackError};
@@ -25,8 +34,19 @@ pub struct ServerSettings {
     pub max_frame_size: u32,
     pub max_header_list_size: u32,
     pub header_table_size: u32,
-    /// Request bodies above this end in [`Event::RequestTooLarge`].
+    /// Request bodies above this end in [`Event::RequestTooLarge`]
+    /// (unary streams only: a streaming stream's total is unbounded, its
+    /// messages are bounded by the application's deframer).
     pub max_body_size: usize,
+    /// Decides from a request's `:path`, when its HEADERS arrive, whether
+    /// the stream is streaming (events per DATA frame) or unary (one event
+    /// with the whole body). A plain function so the check costs a call.
+    pub is_streaming: fn(&[u8]) -> bool,
+}
+
+/// The default [`ServerSettings::is_streaming`]: every stream is unary.
+pub fn no_streaming(_path: &[u8]) -> bool {
+    false
 }
 
 impl Default for ServerSettings {
@@ -39,6 +59,7 @@ impl Default for ServerSettings {
             max_header_list_size: 16 << 10,
             header_table_size: 4096,
             max_body_size: (4 << 20) + 64 * 1024,
+            is_streaming: no_streaming,
         }
     }
 }
@@ -55,8 +76,24 @@ pub enum Event {
     },
     /// The body grew past `max_body_size`; the rest of it is discarded.
     RequestTooLarge { stream_id: u32, headers: HeaderList },
-    /// The client reset a stream whose request was delivered and not yet answered.
+    /// The client reset a stream whose request was delivered and not yet
+    /// answered, or a streaming stream still open; also sent when we reset
+    /// such a stream for a protocol violation.
     Reset { stream_id: u32, code: ErrorCode },
+    /// A streaming stream's HEADERS arrived (see [`ServerSettings::is_streaming`]).
+    StreamOpened {
+        stream_id: u32,
+        headers: HeaderList,
+        opened_at: Instant,
+    },
+    /// Request bytes on a streaming stream, in order; `end_stream` when the
+    /// client half-closed (then `data` may be empty: an empty DATA frame or
+    /// trailers ended it). Empty DATA frames without END_STREAM are not reported.
+    StreamData {
+        stream_id: u32,
+        data: Bytes,
+        end_stream: bool,
+    },
 }
 
 /// A connection error: GOAWAY with `code` is already queued in the output.
@@ -82,11 +119,44 @@ struct Stream {
     remote_ended: bool,
     /// The request was handed to the application and awaits its response.
     delivered: bool,
+    /// Events per DATA frame instead of one per request.
+    streaming: bool,
+    /// Response HEADERS sent by `send_headers` (streaming API).
+    headers_sent: bool,
+    /// Our trailers are written or queued: nothing more may be sent.
+    local_ended: bool,
     recv_window: i64,
     recv_unacked: u32,
     send_window: i64,
-    /// Response DATA and trailers waiting for window.
-    pending: Option<(Bytes, OwnedFields)>,
+    /// Response DATA waiting for window, in order, and its total length.
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Trailers to send once `queue` is empty.
+    trailers: Option<OwnedFields>,
+}
+
+impl Stream {
+    fn new(opened_at: Instant, recv_window: i64, send_window: i64) -> Stream {
+        Stream {
+            opened_at,
+            headers: None,
+            body: BytesMut::new(),
+            first_chunk: None,
+            body_len: 0,
+            too_large: false,
+            remote_ended: false,
+            delivered: false,
+            streaming: false,
+            headers_sent: false,
+            local_ended: false,
+            recv_window,
+            recv_unacked: 0,
+            send_window,
+            queue: VecDeque::new(),
+            queued: 0,
+            trailers: None,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -123,7 +193,8 @@ pub struct Connection {
     recv_unacked: u32,
     /// Streams that received DATA in this `recv` call (window updates due).
     touched: Vec<u32>,
-    /// Streams with response data waiting for window, in arrival order.
+    /// Streams with response data waiting for window, in arrival order:
+    /// exactly those whose send queue is not empty.
     blocked: VecDeque<u32>,
     goaway_last: Option<u32>,
     /// A two-phase shutdown has sent its first GOAWAY and PING.
@@ -197,6 +268,24 @@ impl Connection {
     /// Streams whose request arrived (or is arriving) and is not yet answered.
     pub fn active_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// The open streaming streams (in no particular order), e.g. for a
+    /// shutdown that must end them: they do not end by themselves, and a
+    /// GOAWAY'd connection closes only once every stream is done.
+    pub fn streaming_stream_ids(&self) -> Vec<u32> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.streaming)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Response bytes of a stream that flow control holds back (0 for a
+    /// closed stream): lets the application stop producing for a client
+    /// that does not read.
+    pub fn queued_bytes(&self, stream_id: u32) -> usize {
+        self.streams.get(&stream_id).map_or(0, |s| s.queued)
     }
 
     /// True after a connection error, or once a GOAWAY'd connection has
@@ -520,6 +609,25 @@ impl Connection {
             self.reset_stream(stream_id, ErrorCode::FlowControlError, events);
             return Ok(());
         }
+        if s.streaming {
+            // Delivered as it comes, so its window is given back as it is
+            // consumed (the stream may stay open for hours).
+            s.recv_unacked += flow_len;
+            if s.recv_unacked == flow_len {
+                self.touched.push(stream_id);
+            }
+            if end_stream {
+                s.remote_ended = true;
+            }
+            if end_stream || !data.is_empty() {
+                events.push(Event::StreamData {
+                    stream_id,
+                    data,
+                    end_stream,
+                });
+            }
+            return Ok(());
+        }
         if !s.too_large {
             s.recv_unacked += flow_len;
             if s.recv_unacked == flow_len {
@@ -588,7 +696,13 @@ impl Connection {
                 return Ok(());
             }
             s.remote_ended = true;
-            if !s.too_large {
+            if s.streaming {
+                events.push(Event::StreamData {
+                    stream_id,
+                    data: Bytes::new(),
+                    end_stream: true,
+                });
+            } else if !s.too_large {
                 Self::deliver(stream_id, s, events);
             }
             return Ok(());
@@ -624,22 +738,32 @@ impl Connection {
             frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
             return Ok(());
         }
-        let mut s = Stream {
-            opened_at: self.now,
-            headers: Some(headers),
-            body: BytesMut::new(),
-            first_chunk: None,
-            body_len: 0,
-            too_large: false,
-            remote_ended: end_stream,
-            delivered: false,
-            recv_window: i64::from(self.settings.initial_window_size),
-            recv_unacked: 0,
-            send_window: self.peer_initial_window,
-            pending: None,
-        };
-        if end_stream {
-            Self::deliver(stream_id, &mut s, events);
+        let mut s = Stream::new(
+            self.now,
+            i64::from(self.settings.initial_window_size),
+            self.peer_initial_window,
+        );
+        s.remote_ended = end_stream;
+        if (self.settings.is_streaming)(headers.get(b":path").unwrap_or_default()) {
+            s.streaming = true;
+            s.delivered = true;
+            events.push(Event::StreamOpened {
+                stream_id,
+                headers,
+                opened_at: self.now,
+            });
+            if end_stream {
+                events.push(Event::StreamData {
+                    stream_id,
+                    data: Bytes::new(),
+                    end_stream: true,
+                });
+            }
+        } else {
+            s.headers = Some(headers);
+            if end_stream {
+                Self::deliver(stream_id, &mut s, events);
+            }
         }
         self.streams.insert(stream_id, s);
         Ok(())
@@ -694,34 +818,96 @@ impl Connection {
         body: &[u8],
         trailers: &[HeaderField<'_>],
     ) {
-        if !self.streams.contains_key(&stream_id) || self.phase == Phase::Failed {
-            return;
+        match self.streams.get(&stream_id) {
+            Some(s) if !s.local_ended && self.phase != Phase::Failed => {}
+            _ => return,
         }
         self.write_headers(stream_id, headers, false);
         let sent = self.write_data(stream_id, body);
         if sent == body.len() {
             self.write_headers(stream_id, trailers, true);
             self.finish_stream(stream_id);
-        } else {
-            let rest = Bytes::copy_from_slice(&body[sent..]);
-            let owned = trailers
-                .iter()
-                .map(|f| (f.name.to_vec(), f.value.to_vec(), f.index))
-                .collect();
-            if let Some(s) = self.streams.get_mut(&stream_id) {
-                s.pending = Some((rest, owned));
-                self.blocked.push_back(stream_id);
-            }
+        } else if let Some(s) = self.streams.get_mut(&stream_id) {
+            s.queue.push_back(Bytes::copy_from_slice(&body[sent..]));
+            s.queued = body.len() - sent;
+            s.trailers = Some(owned_fields(trailers));
+            s.local_ended = true;
+            self.blocked.push_back(stream_id);
         }
     }
 
     /// Sends a response made of one HEADERS frame with END_STREAM.
     pub fn send_trailers_only(&mut self, stream_id: u32, headers: &[HeaderField<'_>]) {
-        if !self.streams.contains_key(&stream_id) || self.phase == Phase::Failed {
-            return;
+        match self.streams.get(&stream_id) {
+            // Queued DATA would follow a frame that ends the stream.
+            Some(s) if !s.local_ended && s.queue.is_empty() && self.phase != Phase::Failed => {}
+            _ => return,
         }
         self.write_headers(stream_id, headers, true);
         self.finish_stream(stream_id);
+    }
+
+    /// Streaming API: sends the response HEADERS (without END_STREAM), once.
+    /// Must precede [`Connection::send_data`]. Ignored on a closed stream.
+    pub fn send_headers(&mut self, stream_id: u32, headers: &[HeaderField<'_>]) {
+        match self.streams.get_mut(&stream_id) {
+            Some(s) if !s.headers_sent && !s.local_ended && self.phase != Phase::Failed => {
+                s.headers_sent = true;
+            }
+            _ => return,
+        }
+        self.write_headers(stream_id, headers, false);
+    }
+
+    /// Streaming API: sends response DATA after [`Connection::send_headers`],
+    /// any number of times. What the windows do not allow now is queued on
+    /// the stream, in order, and sent as WINDOW_UPDATEs arrive
+    /// ([`Connection::queued_bytes`] tells how much waits). Ignored before
+    /// `send_headers`, after `send_trailers` and on a closed stream.
+    pub fn send_data(&mut self, stream_id: u32, data: &[u8]) {
+        let behind_queue = match self.streams.get(&stream_id) {
+            Some(s) if s.headers_sent && !s.local_ended && self.phase != Phase::Failed => {
+                !s.queue.is_empty()
+            }
+            _ => return,
+        };
+        let sent = if behind_queue {
+            0
+        } else {
+            self.write_data(stream_id, data)
+        };
+        if sent < data.len() {
+            if let Some(s) = self.streams.get_mut(&stream_id) {
+                if s.queue.is_empty() {
+                    self.blocked.push_back(stream_id);
+                }
+                s.queue.push_back(Bytes::copy_from_slice(&data[sent..]));
+                s.queued += data.len() - sent;
+            }
+        }
+    }
+
+    /// Streaming API: ends the stream with `trailers` (END_STREAM) once the
+    /// queued data is out. Without `send_headers` first this is a
+    /// trailers-only response, so `trailers` must then carry `:status`.
+    /// When the client has not half-closed, RST_STREAM(NO_ERROR) follows
+    /// (RFC 9113 §8.1). Ignored when already ended or on a closed stream.
+    pub fn send_trailers(&mut self, stream_id: u32, trailers: &[HeaderField<'_>]) {
+        let queued = match self.streams.get_mut(&stream_id) {
+            Some(s) if !s.local_ended && self.phase != Phase::Failed => {
+                s.local_ended = true;
+                !s.queue.is_empty()
+            }
+            _ => return,
+        };
+        if queued {
+            if let Some(s) = self.streams.get_mut(&stream_id) {
+                s.trailers = Some(owned_fields(trailers));
+            }
+        } else {
+            self.write_headers(stream_id, trailers, true);
+            self.finish_stream(stream_id);
+        }
     }
 
     fn write_headers(&mut self, stream_id: u32, fields: &[HeaderField<'_>], end_stream: bool) {
@@ -741,14 +927,14 @@ impl Connection {
         let Some(s) = self.streams.get_mut(&stream_id) else {
             return 0;
         };
-        let allowed = self.send_window.min(s.send_window).max(0) as usize;
-        let n = allowed.min(data.len());
-        for chunk in data[..n].chunks(self.peer_max_frame.max(1)) {
-            frame::data(&mut self.output, stream_id, chunk, false);
-        }
-        s.send_window -= n as i64;
-        self.send_window -= n as i64;
-        n
+        write_data_frames(
+            &mut self.output,
+            &mut self.send_window,
+            self.peer_max_frame,
+            stream_id,
+            s,
+            data,
+        )
     }
 
     /// Our side of the stream is done; forget it (after RST_STREAM(NO_ERROR)
@@ -761,40 +947,83 @@ impl Connection {
         }
     }
 
-    /// Sends queued response data that new window now allows, in order.
+    /// Sends queued response data that new window now allows, stream by
+    /// stream in the order they blocked, each stream's data in order.
     fn flush_blocked(&mut self) {
         let mut still = VecDeque::new();
         while let Some(id) = self.blocked.pop_front() {
-            let Some((data, trailers)) = self.streams.get_mut(&id).and_then(|s| s.pending.take())
-            else {
-                continue;
-            };
-            if self.send_window <= 0 {
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.pending = Some((data, trailers));
-                }
-                still.push_back(id);
-                continue;
+            if !self.streams.contains_key(&id) {
+                continue; // reset meanwhile
             }
-            let sent = self.write_data(id, &data);
-            if sent == data.len() {
-                let fields: Vec<HeaderField<'_>> = trailers
-                    .iter()
-                    .map(|(n, v, i)| HeaderField {
-                        name: n,
-                        value: v,
-                        index: *i,
-                    })
-                    .collect();
-                self.write_headers(id, &fields, true);
-                self.finish_stream(id);
-            } else if let Some(s) = self.streams.get_mut(&id) {
-                s.pending = Some((data.slice(sent..), trailers));
+            if self.send_window <= 0 || self.flush_stream(id) {
                 still.push_back(id);
             }
         }
         self.blocked = still;
     }
+
+    /// Sends what the windows allow of one stream's queue, then its
+    /// trailers if the queue emptied. True while data still waits.
+    fn flush_stream(&mut self, id: u32) -> bool {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return false;
+        };
+        while let Some(front) = s.queue.pop_front() {
+            let sent = write_data_frames(
+                &mut self.output,
+                &mut self.send_window,
+                self.peer_max_frame,
+                id,
+                s,
+                &front,
+            );
+            s.queued -= sent;
+            if sent < front.len() {
+                s.queue.push_front(front.slice(sent..));
+                return true;
+            }
+        }
+        if let Some(trailers) = s.trailers.take() {
+            let fields: Vec<HeaderField<'_>> = trailers
+                .iter()
+                .map(|(n, v, i)| HeaderField {
+                    name: n,
+                    value: v,
+                    index: *i,
+                })
+                .collect();
+            self.write_headers(id, &fields, true);
+            self.finish_stream(id);
+        }
+        false
+    }
+}
+
+/// DATA frames for as much of `data` as the connection and stream windows
+/// allow, split by the peer's frame size; returns the bytes written.
+fn write_data_frames(
+    out: &mut BytesMut,
+    conn_window: &mut i64,
+    max_frame: usize,
+    stream_id: u32,
+    s: &mut Stream,
+    data: &[u8],
+) -> usize {
+    let allowed = (*conn_window).min(s.send_window).max(0) as usize;
+    let n = allowed.min(data.len());
+    for chunk in data[..n].chunks(max_frame.max(1)) {
+        frame::data(out, stream_id, chunk, false);
+    }
+    s.send_window -= n as i64;
+    *conn_window -= n as i64;
+    n
+}
+
+fn owned_fields(fields: &[HeaderField<'_>]) -> OwnedFields {
+    fields
+        .iter()
+        .map(|f| (f.name.to_vec(), f.value.to_vec(), f.index))
+        .collect()
 }
 
 /// RFC 9113 §8.3: the request pseudo-headers, in front, exactly once;
@@ -1280,6 +1509,363 @@ mod tests {
         assert!(c.is_closed());
     }
 
+    fn streaming_settings() -> ServerSettings {
+        ServerSettings {
+            is_streaming: |path| path == b"/s",
+            ..Default::default()
+        }
+    }
+
+    const OK: [HeaderField<'static>; 1] = [HeaderField {
+        name: b"grpc-status",
+        value: b"0",
+        index: true,
+    }];
+    const STATUS_200: [HeaderField<'static>; 1] = [HeaderField {
+        name: b":status",
+        value: b"200",
+        index: true,
+    }];
+
+    fn stream_data(ev: &Event) -> (u32, &[u8], bool) {
+        match ev {
+            Event::StreamData {
+                stream_id,
+                data,
+                end_stream,
+            } => (*stream_id, &data[..], *end_stream),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bidi_stream_two_exchanges_then_half_close() {
+        let (mut c, mut input) = start(streaming_settings());
+        c.output().clear();
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/s"),
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        match &ev[..] {
+            [Event::StreamOpened {
+                stream_id: 1,
+                headers,
+                ..
+            }] => assert_eq!(headers.get(b":path"), Some(&b"/s"[..])),
+            other => panic!("{other:?}"),
+        }
+        for (i, (req, resp)) in [(&b"req-1"[..], &b"resp-1"[..]), (b"req-2", b"resp-2")]
+            .into_iter()
+            .enumerate()
+        {
+            raw(&mut input, kind::DATA, 0, 1, req);
+            let (ev, r) = feed(&mut c, &mut input);
+            r.unwrap();
+            assert_eq!(ev.len(), 1);
+            assert_eq!(stream_data(&ev[0]), (1, req, false));
+            c.send_headers(1, &STATUS_200); // only the first call sends
+            c.send_data(1, resp);
+            let f = frames(c.output());
+            let mut data = &f[..];
+            if i == 0 {
+                assert!(matches!(
+                    &f[0],
+                    Frame::Headers {
+                        stream_id: 1,
+                        end_stream: false,
+                        ..
+                    }
+                ));
+                data = &f[1..];
+            }
+            match data {
+                [Frame::Data {
+                    stream_id: 1,
+                    data,
+                    end_stream: false,
+                    ..
+                }] => assert_eq!(&data[..], resp),
+                other => panic!("exchange {i}: {other:?}"),
+            }
+        }
+        // An empty DATA without END_STREAM is not an event; with it, it is.
+        raw(&mut input, kind::DATA, 0, 1, b"");
+        raw(&mut input, kind::DATA, flag::END_STREAM, 1, b"");
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(stream_data(&ev[0]), (1, &b""[..], true));
+        assert_eq!(c.streaming_stream_ids(), [1]);
+        c.send_trailers(1, &OK);
+        let f = frames(c.output());
+        assert!(
+            matches!(
+                &f[..],
+                [Frame::Headers {
+                    stream_id: 1,
+                    end_stream: true,
+                    ..
+                }]
+            ),
+            "trailers and no RST_STREAM: the client had half-closed: {f:?}"
+        );
+        assert_eq!(c.active_streams(), 0);
+        c.send_data(1, b"late");
+        assert!(c.output().is_empty(), "nothing after the stream ended");
+
+        // Trailers half-close too; a unary stream beside it is unchanged.
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            3,
+            &block("/s"),
+        );
+        raw(&mut input, kind::DATA, 0, 3, b"x");
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            3,
+            &[0x40, 1, b'a', 1, b'b'],
+        );
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            5,
+            &block("/u"),
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert!(matches!(ev[0], Event::StreamOpened { stream_id: 3, .. }));
+        assert_eq!(stream_data(&ev[1]), (3, &b"x"[..], false));
+        assert_eq!(stream_data(&ev[2]), (3, &b""[..], true));
+        assert!(matches!(ev[3], Event::Request { stream_id: 5, .. }));
+        assert_eq!(c.streaming_stream_ids(), [3]);
+    }
+
+    #[test]
+    fn streaming_data_held_by_flow_control_is_released_in_order() {
+        let (mut c, mut input) = start(streaming_settings());
+        frame::settings(&mut input, &[(setting::INITIAL_WINDOW_SIZE, 10)]);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/s"),
+        );
+        feed(&mut c, &mut input).1.unwrap();
+        c.output().clear();
+        c.send_data(1, b"before headers: ignored");
+        assert!(c.output().is_empty());
+        c.send_headers(1, &STATUS_200);
+        c.send_data(1, b"aaaaaa");
+        c.send_data(1, b"bbbbbb");
+        c.send_data(1, b"cc");
+        assert_eq!(c.queued_bytes(1), 4);
+        c.send_trailers(1, &OK);
+        c.send_data(1, b"after trailers: ignored");
+        let mut sent = Vec::new();
+        let collect = |f: Vec<Frame>, sent: &mut Vec<u8>| {
+            let mut ended = false;
+            for f in f {
+                match f {
+                    Frame::Data { data, .. } => {
+                        assert!(!ended, "DATA after the trailers");
+                        sent.extend_from_slice(&data);
+                    }
+                    Frame::Headers {
+                        end_stream: true, ..
+                    } => ended = true,
+                    _ => {}
+                }
+            }
+            ended
+        };
+        assert!(!collect(frames(c.output()), &mut sent));
+        assert_eq!(sent, b"aaaaaabbbb");
+        raw(&mut input, kind::WINDOW_UPDATE, 0, 1, &3u32.to_be_bytes());
+        feed(&mut c, &mut input).1.unwrap();
+        assert!(!collect(frames(c.output()), &mut sent));
+        assert_eq!(sent, b"aaaaaabbbbbbc");
+        assert_eq!(c.queued_bytes(1), 1);
+        raw(&mut input, kind::WINDOW_UPDATE, 0, 1, &10u32.to_be_bytes());
+        feed(&mut c, &mut input).1.unwrap();
+        let f = frames(c.output());
+        assert!(
+            f.contains(&Frame::RstStream {
+                stream_id: 1,
+                code: ErrorCode::NoError
+            }),
+            "the client had not half-closed"
+        );
+        assert!(collect(f, &mut sent), "trailers follow the last DATA");
+        assert_eq!(sent, b"aaaaaabbbbbbcc");
+        assert_eq!(c.active_streams(), 0);
+    }
+
+    #[test]
+    fn streaming_windows_are_given_back_as_data_is_delivered() {
+        let settings = ServerSettings {
+            initial_window_size: 100,
+            ..streaming_settings()
+        };
+        let (mut c, mut input) = start(settings);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/s"),
+        );
+        feed(&mut c, &mut input).1.unwrap();
+        c.output().clear();
+        // 3 × 40 bytes: more than the stream's whole window of 100.
+        for _ in 0..3 {
+            raw(&mut input, kind::DATA, 0, 1, &[1; 40]);
+            let (ev, r) = feed(&mut c, &mut input);
+            r.unwrap();
+            assert_eq!(ev.len(), 1);
+        }
+        let given: u32 = frames(c.output())
+            .iter()
+            .filter_map(|f| match f {
+                Frame::WindowUpdate {
+                    stream_id: 1,
+                    increment,
+                } => Some(*increment),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(given, 80, "given back once half a window was consumed");
+    }
+
+    #[test]
+    fn reset_and_violations_on_a_streaming_stream() {
+        let settings = ServerSettings {
+            initial_window_size: 10,
+            ..streaming_settings()
+        };
+        let (mut c, mut input) = start(settings);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/s"),
+        );
+        raw(&mut input, kind::RST_STREAM, 0, 1, &8u32.to_be_bytes());
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        assert!(matches!(
+            ev[1],
+            Event::Reset {
+                stream_id: 1,
+                code: ErrorCode::Cancel
+            }
+        ));
+        c.output().clear();
+        c.send_headers(1, &STATUS_200);
+        c.send_data(1, b"x");
+        c.send_trailers(1, &OK);
+        assert!(c.output().is_empty(), "nothing is sent on a reset stream");
+        // DATA after the client's END_STREAM: STREAM_CLOSED for that stream.
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            3,
+            &block("/s"),
+        );
+        raw(&mut input, kind::DATA, 0, 3, b"x");
+        // DATA beyond the stream window: FLOW_CONTROL_ERROR for that stream.
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            5,
+            &block("/s"),
+        );
+        raw(&mut input, kind::DATA, 0, 5, &[0; 11]);
+        // Trailers without END_STREAM: PROTOCOL_ERROR for that stream.
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            7,
+            &block("/s"),
+        );
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            7,
+            &[0x40, 1, b'a', 1, b'b'],
+        );
+        let (ev, r) = feed(&mut c, &mut input);
+        r.unwrap();
+        let resets: Vec<(u32, ErrorCode)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Reset { stream_id, code } => Some((*stream_id, *code)),
+                _ => None,
+            })
+            .collect();
+        let expected = [
+            (3, ErrorCode::StreamClosed),
+            (5, ErrorCode::FlowControlError),
+            (7, ErrorCode::ProtocolError),
+        ];
+        assert_eq!(resets, expected);
+        let f = frames(c.output());
+        for (id, code) in expected {
+            assert!(f.contains(&Frame::RstStream {
+                stream_id: id,
+                code
+            }));
+        }
+        assert!(!c.is_closed());
+        assert_eq!(c.active_streams(), 0);
+    }
+
+    #[test]
+    fn shutdown_with_an_open_streaming_stream() {
+        let (mut c, mut input) = start(streaming_settings());
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block("/s"),
+        );
+        raw(&mut input, kind::DATA, flag::END_STREAM, 1, b"watch me");
+        feed(&mut c, &mut input).1.unwrap();
+        c.send_headers(1, &STATUS_200);
+        c.send_data(1, b"SERVING");
+        c.begin_shutdown();
+        raw(&mut input, kind::PING, flag::ACK, 0, b"shutdown");
+        feed(&mut c, &mut input).1.unwrap();
+        assert!(frames(c.output()).contains(&Frame::GoAway {
+            last_stream_id: 1,
+            code: ErrorCode::RefusedStream,
+            debug: Bytes::from_static(b"server shutting down")
+        }));
+        assert!(!c.is_closed(), "the open stream keeps the connection");
+        assert_eq!(c.streaming_stream_ids(), [1]);
+        // What the server's shutdown does: a last message, then trailers.
+        c.send_data(1, b"NOT_SERVING");
+        c.send_trailers(1, &OK);
+        assert!(c.is_closed());
+        assert!(c.streaming_stream_ids().is_empty());
+    }
+
     #[test]
     fn random_input_never_panics() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -1289,8 +1875,12 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for _ in 0..3000 {
-            let (mut c, mut input) = start(ServerSettings::default());
+        for i in 0..3000 {
+            let settings = ServerSettings {
+                is_streaming: if i % 2 == 0 { no_streaming } else { |_| true },
+                ..Default::default()
+            };
+            let (mut c, mut input) = start(settings);
             let n = (next() % 200) as usize;
             for _ in 0..n {
                 let r = next();
