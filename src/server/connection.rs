@@ -242,7 +242,10 @@ async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -
                 shared.touch();
                 input.extend_from_slice(&rbuf[..n]);
             }
-            None if shared.idle.get() || shared.shutdown.get() => return None,
+            None if shared.idle.get() => return None,
+            // Shutting down before the first byte: treat it as a client,
+            // whose HTTP/2 connection then gets a proper GOAWAY.
+            None if shared.shutdown.get() => return Some(Kind::Client),
             None => {}
         }
     }
