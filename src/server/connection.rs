@@ -443,7 +443,7 @@ impl Conn {
             Err(Rejection::Grpc(st)) => return self.send_status(stream_id, &st),
         };
         // The deadline runs from when the call's HEADERS arrived.
-        let deadline = call.timeout.map(|t| opened_at + t);
+        let deadline = call.timeout.map(|t| grpc::answer_by(opened_at, t));
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return self.send_status(stream_id, &deadline_exceeded());
         }

@@ -10,6 +10,7 @@ mod peer_client;
 mod peer_session;
 mod streaming;
 
+use crate::cluster::{self, ClusterConfig, Control, Membership, RingReceiver};
 use crate::config::ServeArgs;
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh};
@@ -47,6 +48,13 @@ pub struct NodeConfig {
     pub shutdown_timeout: Duration,
     /// Longest a forwarded call waits for its owner node without a client deadline.
     pub peer_timeout: Duration,
+    /// From --advertise; None means "the address we listen on".
+    pub advertise: Option<SocketAddr>,
+    pub peers: Vec<SocketAddr>,
+    pub etcd: Vec<String>,
+    pub etcd_prefix: String,
+    pub lease_ttl: Duration,
+    pub vnodes: u32,
 }
 
 impl NodeConfig {
@@ -64,7 +72,48 @@ impl NodeConfig {
             spin_before_park: args.spin_before_park,
             shutdown_timeout: args.shutdown_timeout,
             peer_timeout: args.peer_timeout,
+            advertise: args.advertise,
+            peers: args.peers.clone(),
+            etcd: args.etcd.clone(),
+            etcd_prefix: args.etcd_prefix.clone(),
+            lease_ttl: args.lease_ttl,
+            vnodes: args.vnodes,
         }
+    }
+
+    /// Where the member list comes from.
+    pub fn membership(&self) -> Membership {
+        if !self.etcd.is_empty() {
+            Membership::Etcd {
+                endpoints: self.etcd.clone(),
+                prefix: self.etcd_prefix.clone(),
+                lease_ttl: self.lease_ttl,
+            }
+        } else if !self.peers.is_empty() {
+            Membership::Static(self.peers.clone())
+        } else {
+            Membership::Alone
+        }
+    }
+
+    /// This node's identity in the cluster once its listen address is
+    /// bound: the advertise address and the node id derived from it.
+    fn identity(&self, bound: SocketAddr) -> Result<(SocketAddr, String), String> {
+        let advertise = self.advertise.unwrap_or(bound);
+        if advertise.ip().is_unspecified() && self.membership() != Membership::Alone {
+            return Err(format!(
+                "--advertise: this node listens on {bound}, an address peers cannot reach; \
+                 give --advertise IP:PORT with an address of this host"
+            ));
+        }
+        if advertise.port() == 0 {
+            return Err("--advertise: the port must not be 0".into());
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .unwrap_or_else(|| advertise.to_string());
+        Ok((advertise, node_id))
     }
 
     /// Largest request message accepted: the value limit plus room for the rest.
@@ -95,8 +144,12 @@ const FINAL_GOAWAY_AFTER: Duration = Duration::from_millis(1000);
 /// housekeeping only, never per request).
 pub struct NodeShared {
     pub config: NodeConfig,
-    /// Reported by Stats: --node-id, else the bound listen address.
+    /// Reported by Stats: --node-id, else the advertise address.
     pub node_id: String,
+    /// Where peers reach this node: its identity on the ring.
+    pub advertise: SocketAddr,
+    /// The cluster control plane (membership, ring publication).
+    pub control: Control,
     pub open_connections: AtomicUsize,
     /// Set by the main thread on SIGTERM/SIGINT.
     pub shutting_down: AtomicBool,
@@ -118,14 +171,77 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (advertise, node_id) = config.identity(addr)?;
+    let (control, rings) = Control::start(
+        ClusterConfig {
+            node_id: node_id.clone(),
+            advertise,
+            shards: shards as u32,
+            vnodes: config.vnodes,
+            membership: config.membership(),
+        },
+        shards,
+    )?;
+    // Signals go to a thread of their own from now on, so that SIGTERM
+    // also works while the node waits for etcd.
+    let (signal_tx, signal_rx) = mpsc::channel::<i32>();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if signal_tx.send(sig).is_err() {
+                return;
+            }
+        }
+    });
     let node = Arc::new(NodeShared {
-        node_id: config.node_id.clone().unwrap_or_else(|| addr.to_string()),
+        node_id,
+        advertise,
+        control,
         config,
         open_connections: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
         draining: AtomicUsize::new(shards),
         heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
     });
+    // No shard listens before the ring is known: a node never serves a
+    // key it does not own because its ring was empty.
+    let ring = {
+        let waiting = node.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let abort = stop.clone();
+        let (got_signal_tx, got_signal_rx) = mpsc::channel();
+        let watcher = std::thread::spawn(move || {
+            // Forward the first signal that arrives while we wait.
+            loop {
+                match signal_rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(sig) => {
+                        abort.store(true, Ordering::SeqCst);
+                        let _ = got_signal_tx.send(sig);
+                        return signal_rx;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) if abort.load(Ordering::SeqCst) => {
+                        return signal_rx;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return signal_rx,
+                }
+            }
+        });
+        let result = waiting
+            .control
+            .wait_first_ring(Duration::from_secs(u32::MAX as u64), &stop);
+        stop.store(true, Ordering::SeqCst);
+        let signal_rx = watcher
+            .join()
+            .map_err(|_| "the signal watcher thread panicked".to_string())?;
+        if got_signal_rx.try_recv().is_ok() {
+            tracing::info!("stopped before the cluster ring was known");
+            node.control.shutdown();
+            return Ok(());
+        }
+        (result?, signal_rx)
+    };
+    let (ring, signal_rx) = ring;
+    let mut rings = rings.into_iter();
     let mesh: Mesh<Batch> = Mesh::new(shards, 1024);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
 
@@ -134,8 +250,12 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         let cpu = node.config.cpus[i % node.config.cpus.len()];
         let (node, mesh, bound_tx) = (node.clone(), mesh.clone(), bound_tx.clone());
         let spin = node.config.spin_before_park;
+        let ring = ring.clone();
+        let ring_rx = rings
+            .next()
+            .ok_or_else(|| "one ring receiver per shard".to_string())?;
         let thread = runtime::spawn_shard(&format!("shard-{i}"), cpu, spin, move || async move {
-            if let Err(e) = run_shard(node, mesh, addr, cpu, &bound_tx).await {
+            if let Err(e) = run_shard(node, mesh, addr, cpu, (ring, ring_rx), &bound_tx).await {
                 let _ = bound_tx.send(Err(e));
             }
         })
@@ -159,13 +279,14 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         std::thread::spawn(move || watchdog(&node, interval));
     }
 
-    // Wait for the first signal, then drain; a second one exits at once.
-    let first = signals.forever().next();
-    tracing::info!(signal = ?first, "shutting down: no new connections, finishing calls in flight");
+    // Wait for the first signal. Leave the ring first (revoke the etcd
+    // lease, so peers stop sending us keys at once), then drain; a second
+    // signal exits at once.
+    let first = signal_rx.recv().ok();
+    tracing::info!(signal = ?first, "shutting down: leaving the cluster, then finishing calls in flight");
     systemd::notify("STOPPING=1\nSTATUS=draining");
-    node.shutting_down.store(true, Ordering::SeqCst);
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        if let Ok(sig) = signal_rx.recv() {
             tracing::warn!(signal = sig, "second signal: exiting now");
             std::process::exit(1);
         }
@@ -176,6 +297,8 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         tracing::warn!("shutdown timeout ({timeout:?}) reached: exiting with calls still open");
         std::process::exit(0);
     });
+    node.control.shutdown();
+    node.shutting_down.store(true, Ordering::SeqCst);
     for t in threads {
         t.join()?;
     }
@@ -212,6 +335,7 @@ async fn run_shard(
     mesh: Mesh<Batch>,
     addr: SocketAddr,
     cpu: usize,
+    (ring, rings): (Arc<cluster::Ring>, RingReceiver),
     bound: &mpsc::Sender<Result<usize, String>>,
 ) -> Result<(), String> {
     let (tx, rx) = mesh
@@ -220,7 +344,14 @@ async fn run_shard(
         .map_err(|e| format!("shard failed to join the cross-core mesh: {e}"))?;
     let shards = node.config.shards;
     let capacity = node.config.memory / shards as u64;
-    let shard = Rc::new(Shard::new(Router::new(shards), capacity, tx));
+    let shard = Rc::new(Shard::new(
+        Router::new(shards),
+        capacity,
+        tx,
+        node.advertise,
+        ring,
+        rings,
+    ));
     let id = shard.id();
     let listener =
         Listener::bind(addr).map_err(|e| format!("shard {id} cannot bind {addr}: {e}"))?;
@@ -247,7 +378,12 @@ async fn run_shard(
         node.config.idle_timeout,
     ));
     let stop = Rc::new(Notify::default());
-    runtime::spawn(housekeeping(node.clone(), id, stop.clone()));
+    runtime::spawn(housekeeping(
+        node.clone(),
+        shard.clone(),
+        peers.clone(),
+        stop.clone(),
+    ));
 
     tracing::info!(shard = id, cpu, capacity_bytes = capacity, "shard started");
     let _ = bound.send(Ok(id));
@@ -306,12 +442,22 @@ async fn run_shard(
 }
 
 /// Per-shard periodic work that must not sit on the request path: the
-/// watchdog heartbeat and noticing the node-wide shutdown flag.
-async fn housekeeping(node: Arc<NodeShared>, id: usize, stop: Rc<Notify>) {
+/// watchdog heartbeat, picking up a new cluster ring, and noticing the
+/// node-wide shutdown flag.
+async fn housekeeping(
+    node: Arc<NodeShared>,
+    shard: Rc<Shard>,
+    peers: Rc<peer_client::Peers>,
+    stop: Rc<Notify>,
+) {
     loop {
         runtime::sleep(HOUSEKEEPING_EVERY).await;
-        if let Some(h) = node.heartbeats.get(id) {
+        if let Some(h) = node.heartbeats.get(shard.id()) {
             h.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(ring) = shard.refresh_ring() {
+            let members: Vec<SocketAddr> = ring.members().iter().map(|m| m.addr).collect();
+            peers.retain(&members);
         }
         if node.shutting_down.load(Ordering::SeqCst) {
             stop.notify();

@@ -12,6 +12,7 @@ mod notify;
 
 pub use notify::{Mailbox, Notify};
 
+use crate::cluster::{Ring, RingReceiver};
 use crate::protocol::grpc::Status;
 use crate::protocol::CacheOp;
 use crate::runtime::{MeshSender, PeerReceiver};
@@ -21,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// An operation on one shard's store.
@@ -121,10 +123,23 @@ pub struct Shard {
     waiting: RefCell<hashbrown::HashMap<u64, Waiter>>,
     next_token: Cell<u64>,
     handoffs: Cell<u64>,
+    /// This node's advertise address: its identity on the ring.
+    me: SocketAddr,
+    /// The cluster ring this shard routes by, replaced (never mutated)
+    /// when the control plane publishes a new one on `rings`.
+    ring: RefCell<Arc<Ring>>,
+    rings: RingReceiver,
 }
 
 impl Shard {
-    pub fn new(router: Router, capacity_bytes: u64, mesh: MeshSender<Batch>) -> Shard {
+    pub fn new(
+        router: Router,
+        capacity_bytes: u64,
+        mesh: MeshSender<Batch>,
+        me: SocketAddr,
+        ring: Arc<Ring>,
+        rings: RingReceiver,
+    ) -> Shard {
         let n = router.shards;
         Shard {
             id: mesh.shard_id(),
@@ -137,6 +152,9 @@ impl Shard {
             waiting: RefCell::new(hashbrown::HashMap::new()),
             next_token: Cell::new(0),
             handoffs: Cell::new(0),
+            me,
+            ring: RefCell::new(ring),
+            rings,
         }
     }
 
@@ -167,14 +185,35 @@ impl Shard {
         }
     }
 
-    /// How errors name the node at `addr`: its node id and address.
+    /// The node id of the member at `addr` (the address when unknown).
     pub fn node_name(&self, addr: SocketAddr) -> String {
-        addr.to_string()
+        match self.ring.borrow().member_by_addr(addr) {
+            Some(m) => m.node_id.clone(),
+            None => addr.to_string(),
+        }
     }
 
     /// The key's owner node when it is not this node.
-    fn owner_node(&self, _group: &[u8], _key: &[u8]) -> Option<SocketAddr> {
-        None
+    fn owner_node(&self, group: &[u8], key: &[u8]) -> Option<SocketAddr> {
+        let ring = self.ring.borrow();
+        if ring.len() < 2 {
+            return None; // a single node: no hash needed
+        }
+        let owner = ring.owner(group, key).addr;
+        (owner != self.me).then_some(owner)
+    }
+
+    /// The ring requests are routed by.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring.borrow().clone()
+    }
+
+    /// Takes up the newest ring the control plane published since the last
+    /// call, if any, and returns it. Never blocks.
+    pub fn refresh_ring(&self) -> Option<Arc<Ring>> {
+        let newest = self.rings.try_iter().last()?;
+        *self.ring.borrow_mut() = newest.clone();
+        Some(newest)
     }
 
     /// Milliseconds on this shard's monotonic clock (the store's time base).

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 
+pub mod etcd;
+pub mod prom;
+
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/client/cache.rs"));
 }
@@ -82,6 +85,7 @@ pub struct NodeBuilder {
     memory: String,
     max_value: String,
     node_id: Option<String>,
+    listen: Option<SocketAddr>,
     extra: Vec<String>,
     subcommand: bool,
 }
@@ -93,6 +97,7 @@ impl Default for NodeBuilder {
             memory: "64MiB".into(),
             max_value: "4MiB".into(),
             node_id: None,
+            listen: None,
             extra: Vec::new(),
             subcommand: true,
         }
@@ -116,6 +121,11 @@ impl NodeBuilder {
         self.node_id = Some(id.into());
         self
     }
+    /// A fixed listen address (default: port 0, the node picks one).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
     /// Extra flags, e.g. `["--max-connections", "4"]`.
     pub fn args(mut self, a: &[&str]) -> Self {
         self.extra.extend(a.iter().map(|s| s.to_string()));
@@ -128,6 +138,67 @@ impl NodeBuilder {
     }
     pub fn start(self) -> Node {
         Node::start_with(self)
+    }
+    /// Starts the process without waiting for it to listen (a node of an
+    /// etcd cluster waits for etcd first); see [`Starting`].
+    pub fn spawn(self) -> Starting {
+        Node::spawn_with(self)
+    }
+}
+
+/// A node process that has not (yet) logged `listening on ADDR`.
+pub struct Starting {
+    node: Node,
+    rx: mpsc::Receiver<StartEvent>,
+    listen: String,
+    external: bool,
+    /// The `listening on` line, once seen by `listens_within`.
+    seen: Option<String>,
+}
+
+impl Starting {
+    /// True when the node logged `listening on` within `within`.
+    pub fn listens_within(&mut self, within: Duration) -> bool {
+        if self.seen.is_some() {
+            return true;
+        }
+        match self.rx.recv_timeout(within) {
+            Ok(StartEvent::Listening(line)) => {
+                self.seen = Some(line);
+                true
+            }
+            Ok(StartEvent::Eof) => panic!(
+                "server exited before listening; args {:?}\n{}",
+                self.node.args,
+                self.node.log_tail()
+            ),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits (up to `within`) for the node to listen.
+    pub fn wait(self, within: Duration) -> Node {
+        let Starting {
+            mut node,
+            rx,
+            listen,
+            external,
+            seen,
+        } = self;
+        let line = match seen {
+            Some(l) => l,
+            None => node.listening_line(&rx, within),
+        };
+        node.set_listening(&line, within, &listen, external);
+        node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.node.pid
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.node.log_tail()
     }
 }
 
@@ -178,6 +249,10 @@ impl Node {
     }
 
     fn start_with(b: NodeBuilder) -> Node {
+        Node::spawn_with(b).wait(START_DEADLINE)
+    }
+
+    fn spawn_with(b: NodeBuilder) -> Starting {
         let n = NODE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let node_id = b
             .node_id
@@ -186,10 +261,10 @@ impl Node {
         let external = external_bin();
         // Our binary picks a free port itself (port 0) and logs it; another
         // server gets a port picked here.
-        let listen = if external {
-            format!("127.0.0.1:{}", free_port())
-        } else {
-            "127.0.0.1:0".to_string()
+        let listen = match b.listen {
+            Some(a) => a.to_string(),
+            None if external => format!("127.0.0.1:{}", free_port()),
+            None => "127.0.0.1:0".to_string(),
         };
         let mut args: Vec<String> = Vec::new();
         if b.subcommand {
@@ -244,7 +319,7 @@ impl Node {
                 let _ = tx.send(StartEvent::Eof);
             });
         }
-        let mut node = Node {
+        let node = Node {
             addr: "127.0.0.1:1".parse().unwrap(),
             node_id,
             shards: b.shards,
@@ -253,52 +328,66 @@ impl Node {
             log,
             args,
         };
-        let deadline = Instant::now() + START_DEADLINE;
-        let line = match rx.recv_timeout(START_DEADLINE) {
+        Starting {
+            node,
+            rx,
+            listen,
+            external,
+            seen: None,
+        }
+    }
+
+    /// The `listening on` line, waiting up to `within`; panics with the
+    /// server's log when it exits first or stays silent.
+    fn listening_line(&self, rx: &mpsc::Receiver<StartEvent>, within: Duration) -> String {
+        match rx.recv_timeout(within) {
             Ok(StartEvent::Listening(line)) => line,
             Ok(StartEvent::Eof) => {
                 // Give try_wait a moment to see the exit status.
                 std::thread::sleep(Duration::from_millis(100));
-                let status = node.child.lock().unwrap().try_wait().ok().flatten();
+                let status = self.child.lock().unwrap().try_wait().ok().flatten();
                 panic!(
                     "server exited before listening (status {status:?}); args {:?}\n{}",
-                    node.args,
-                    node.log_tail()
+                    self.args,
+                    self.log_tail()
                 );
             }
             Err(_) => panic!(
-                "server did not log `listening on ADDR` within {START_DEADLINE:?}; args {:?}\n{}",
-                node.args,
-                node.log_tail()
+                "server did not log `listening on ADDR` within {within:?}; args {:?}\n{}",
+                self.args,
+                self.log_tail()
             ),
-        };
-        node.addr = if external {
+        }
+    }
+
+    fn set_listening(&mut self, line: &str, within: Duration, listen: &str, external: bool) {
+        let deadline = Instant::now() + within;
+        self.addr = if external {
             listen.parse().unwrap()
         } else {
-            parse_listening(&line).unwrap_or_else(|| {
-                panic!("cannot parse the address in {line:?}\n{}", node.log_tail())
+            parse_listening(line).unwrap_or_else(|| {
+                panic!("cannot parse the address in {line:?}\n{}", self.log_tail())
             })
         };
-        assert_ne!(node.addr.port(), 0, "the node logged port 0: {line:?}");
+        assert_ne!(self.addr.port(), 0, "the node logged port 0: {line:?}");
         if external {
             // Another server may log before it binds: wait until it accepts.
             // (Not done for our binary: its line means every shard accepts,
             // and a probe connection would count against --max-connections.)
             loop {
-                if TcpStream::connect_timeout(&node.addr, Duration::from_millis(200)).is_ok() {
+                if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
                     "server never accepted on {}\n{}",
-                    node.addr,
-                    node.log_tail()
+                    self.addr,
+                    self.log_tail()
                 );
-                node.assert_alive();
+                self.assert_alive();
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        node
     }
 
     pub fn pid(&self) -> u32 {
@@ -382,11 +471,23 @@ impl Node {
 
     /// Sends SIGTERM: the node starts its graceful shutdown.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (TERM, KILL, STOP, CONT).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
+            .args([&format!("-{name}"), &self.pid.to_string()])
             .status()
             .expect("kill");
-        assert!(ok.success(), "kill -TERM {} failed", self.pid);
+        assert!(ok.success(), "kill -{name} {} failed", self.pid);
+    }
+
+    /// SIGKILL and reap: the node dies without leaving the cluster.
+    pub fn kill(&self) {
+        let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = c.kill();
+        let _ = c.wait();
     }
 
     /// Waits until the process exits; None if it still runs after `within`.

@@ -14,7 +14,7 @@ pub use streaming::{is_streaming_path, Deframer, StreamingMethod};
 
 use super::http2::{HeaderField, HeaderList};
 use bytes::{Buf, BufMut, Bytes};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The methods of `service cache.Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +124,17 @@ fn is_grpc_content_type(ct: &[u8]) -> bool {
     // "application/grpc", optionally "+proto" or ";params".
     ct.strip_prefix(b"application/grpc")
         .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+}
+
+/// When the server gives up on a call that arrived at `opened_at` with
+/// `timeout`: a little before the deadline itself (1/20 of the timeout,
+/// between 0.5 and 100 ms), because the client started its own timer
+/// earlier, when it sent the call; answering at the deadline would lose the
+/// race, and clients that time out locally (tonic) then report CANCELLED
+/// instead of our DEADLINE_EXCEEDED.
+pub fn answer_by(opened_at: Instant, timeout: Duration) -> Instant {
+    let margin = (timeout / 20).clamp(Duration::from_micros(500), Duration::from_millis(100));
+    opened_at + timeout.saturating_sub(margin)
 }
 
 /// Parses `grpc-timeout`: 1 to 8 ASCII digits and a unit H, M, S, m, u, n.
@@ -328,6 +339,16 @@ mod tests {
             ("content-type", "application/grpc"),
             ("te", "trailers"),
         ]
+    }
+
+    #[test]
+    fn answers_a_little_before_the_deadline() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(answer_by(t0, ms(700)), t0 + ms(665));
+        assert_eq!(answer_by(t0, ms(10)), t0 + Duration::from_micros(9500));
+        assert_eq!(answer_by(t0, Duration::from_secs(60)), t0 + ms(59_900));
+        assert_eq!(answer_by(t0, Duration::from_micros(100)), t0);
     }
 
     #[test]
