@@ -131,6 +131,33 @@ pub struct ServeArgs {
     /// evenly at some memory per node. Every node of a cluster must agree.
     #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub vnodes: u32,
+
+    /// Share of each shard's memory kept for hot copies of keys owned by
+    /// other nodes (0 disables the hot cache; at most 0.5).
+    #[arg(long = "hot-fraction", default_value = "0.125", value_parser = parse_hot_fraction)]
+    pub hot_fraction: f64,
+
+    /// Longest a hot copy of another node's key is served before it is
+    /// fetched again (invalidations normally drop it sooner).
+    #[arg(long = "hot-ttl", default_value = "30s", value_parser = parse_duration)]
+    pub hot_ttl: Duration,
+
+    /// Read-through groups, from the config file's `[groups.NAME]` tables.
+    #[arg(skip)]
+    pub groups: Vec<GroupConfig>,
+}
+
+/// One `[groups.NAME]` table of the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub name: String,
+    /// `http://HOST:PORT/path/{key}`: where misses are loaded from.
+    pub origin: Option<String>,
+    /// TTL of loaded values; zero = never expire.
+    pub ttl: Duration,
+    pub load_timeout: Duration,
+    /// How long a "not found" from the origin is remembered; zero = not at all.
+    pub negative_ttl: Duration,
 }
 
 /// What `main` should do, with the configuration resolved from every layer.
@@ -174,8 +201,10 @@ pub fn load(
     let mut layered: Vec<OsString> =
         vec![argv.first().cloned().unwrap_or_else(|| "shardcache".into())];
     layered.extend(sub.map(OsString::from));
+    let mut groups = Vec::new();
     if let Some(path) = &config_path {
-        let file_args = file_layer(path).map_err(|e| usage_error(&e.0))?;
+        let (file_args, file_groups) = file_layer(path).map_err(|e| usage_error(&e.0))?;
+        groups = file_groups;
         check_layer(
             sub,
             &file_args,
@@ -194,9 +223,12 @@ pub fn load(
     let matches = cmd.try_get_matches_from_mut(layered)?;
     let cli = Cli::from_arg_matches(&matches)?;
     Ok(match cli.command {
-        Some(Command::Serve(a)) => Action::Serve(a),
-        Some(Command::CheckConfig(a)) => Action::CheckConfig(a),
-        None => Action::Serve(cli.serve),
+        Some(Command::Serve(a)) => Action::Serve(ServeArgs { groups, ..a }),
+        Some(Command::CheckConfig(a)) => Action::CheckConfig(ServeArgs { groups, ..a }),
+        None => Action::Serve(ServeArgs {
+            groups,
+            ..cli.serve
+        }),
     })
 }
 
@@ -260,8 +292,9 @@ fn env_layer(env: &[(String, String)]) -> Result<Vec<OsString>, ConfigError> {
     Ok(args)
 }
 
-/// The TOML file's keys as flags, e.g. `max_value = "1MiB"`.
-fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
+/// The TOML file's keys as flags, e.g. `max_value = "1MiB"`, and its
+/// `[groups.NAME]` tables.
+fn file_layer(path: &std::path::Path) -> Result<(Vec<OsString>, Vec<GroupConfig>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     let table: toml::Table = text.parse().map_err(|e| {
@@ -272,7 +305,13 @@ fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
     })?;
     let names = option_names();
     let mut args = Vec::new();
+    let mut groups = Vec::new();
     for (key, value) in table {
+        if key == "groups" {
+            groups = group_tables(&value)
+                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+            continue;
+        }
         let flag = key.replace('_', "-");
         if !names.contains(&flag) {
             return Err(ConfigError(format!(
@@ -307,7 +346,7 @@ fn file_layer(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
         args.push(format!("--{flag}").into());
         args.push(v.into());
     }
-    Ok(args)
+    Ok((args, groups))
 }
 
 impl Default for ServeArgs {
@@ -336,6 +375,75 @@ impl ServeArgs {
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|_| format!("'{s}' is not an IP:PORT address (e.g. 127.0.0.1:7070)"))
+}
+
+/// The `groups` table: one table per group, with the options below.
+fn group_tables(value: &toml::Value) -> Result<Vec<GroupConfig>, String> {
+    const OPTIONS: &str = "origin, ttl, load_timeout, negative_ttl";
+    let toml::Value::Table(groups) = value else {
+        return Err("`groups` must be tables: [groups.NAME]".into());
+    };
+    let mut out = Vec::new();
+    for (name, table) in groups {
+        let toml::Value::Table(t) = table else {
+            return Err(format!("groups.{name} must be a table: [groups.{name}]"));
+        };
+        let mut g = GroupConfig {
+            name: name.clone(),
+            origin: None,
+            ttl: Duration::ZERO,
+            load_timeout: Duration::from_secs(2),
+            negative_ttl: Duration::ZERO,
+        };
+        for (k, v) in t {
+            let opt = format!("groups.{name}.{k}");
+            let text = v
+                .as_str()
+                .ok_or_else(|| format!("{opt} must be a string, e.g. \"5m\" or \"http://...\""))?;
+            let duration = || parse_duration(text).map_err(|e| format!("{opt}: {e}"));
+            match k.as_str() {
+                "origin" => {
+                    check_origin(text).map_err(|e| format!("{opt}: {e}"))?;
+                    g.origin = Some(text.to_string());
+                }
+                "ttl" => g.ttl = duration()?,
+                "load_timeout" => {
+                    g.load_timeout = duration()?;
+                    if g.load_timeout.is_zero() {
+                        return Err(format!("{opt}: must be more than 0"));
+                    }
+                }
+                "negative_ttl" => g.negative_ttl = duration()?,
+                _ => return Err(format!("unknown option {opt}; a group has {OPTIONS}")),
+            }
+        }
+        out.push(g);
+    }
+    Ok(out)
+}
+
+/// The shape of an origin URL (it is resolved when the node starts).
+fn check_origin(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("'{url}' is not an http:// URL (https is not supported)"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    if !path.contains("{key}") {
+        return Err(format!("'{url}' has no {{key}} placeholder in its path"));
+    }
+    Ok(())
+}
+
+fn parse_hot_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=0.5).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "'{s}' is not a fraction between 0 and 0.5 (e.g. 0.125)"
+        )),
+    }
 }
 
 fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
@@ -512,6 +620,66 @@ mod tests {
         match load(argv(&["shardcache", "check-config", "--config", p]), vec![]).unwrap() {
             Action::CheckConfig(a) => assert_eq!(a.shards, Some(3)),
             other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn group_tables_and_their_errors() {
+        let dir =
+            std::env::temp_dir().join(format!("shardcache-cfg-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "memory = \"64MiB\"\n[groups.users]\norigin = \"http://127.0.0.1:9000/users/{key}\"\n\
+             ttl = \"5m\"\nload_timeout = \"2s\"\nnegative_ttl = \"10s\"\n[groups.plain]\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let a = serve_args(load(argv(&["shardcache", "--config", p]), vec![]).unwrap());
+        assert_eq!(a.memory, 64 << 20);
+        let mut groups = a.groups.clone();
+        groups.sort_by(|x, y| x.name.cmp(&y.name));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].name, "plain");
+        assert_eq!(groups[0].origin, None);
+        let u = &groups[1];
+        assert_eq!(
+            u.origin.as_deref(),
+            Some("http://127.0.0.1:9000/users/{key}")
+        );
+        assert_eq!(
+            (u.ttl, u.load_timeout, u.negative_ttl),
+            (
+                Duration::from_secs(300),
+                Duration::from_secs(2),
+                Duration::from_secs(10)
+            )
+        );
+        for (text, needle) in [
+            (
+                "[groups.u]\norigin = \"ftp://x/{key}\"\n",
+                "groups.u.origin",
+            ),
+            ("[groups.u]\norigin = \"http://x/users\"\n", "{key}"),
+            ("[groups.u]\nttl = \"soon\"\n", "groups.u.ttl"),
+            ("[groups.u]\nload_timeout = \"0s\"\n", "more than 0"),
+            (
+                "[groups.u]\ncolour = \"x\"\n",
+                "unknown option groups.u.colour",
+            ),
+            ("[groups.u]\nttl = 5\n", "must be a string"),
+            ("groups = 3\n", "[groups.NAME]"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let msg = load(argv(&["shardcache", "--config", p]), vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(needle) && msg.contains("config file"),
+                "{text}: {msg}"
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,6 +9,7 @@
 //! - [`protocol`]: HTTP/2, gRPC and HTTP/1.1, bytes in and out. No sockets, no store.
 //! - [`gateway`]: the HTTP gateway's routes and responses. Pure.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus rendering. No I/O.
+//! - [`groups`]: read-through groups: loaders (HTTP origin, or code), single-flight, negative caching.
 //! - [`shard`]: a core's state, key routing and cross-core hand-off.
 //! - [`server`]: start-up, shutdown and the per-connection loop that composes them.
 //! - [`systemd`]: sd_notify (READY, STOPPING, WATCHDOG).
@@ -16,6 +17,7 @@
 pub mod cluster;
 pub mod config;
 pub mod gateway;
+pub mod groups;
 pub mod metrics;
 pub mod protocol;
 pub mod runtime;

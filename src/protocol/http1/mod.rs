@@ -7,6 +7,8 @@
 //!   keep-alive, `Expect`) are ours.
 //! - `chunked.rs`: the chunked transfer coding, one byte scanned once.
 //! - `encode.rs`: status line, Content-Length, Connection.
+//! - `response.rs`: the client side, for loading from an HTTP origin: a GET
+//!   encoder and a response decoder.
 //!
 //! An [`Http1Error`] means the request's framing could not be trusted: the
 //! caller answers with its status (see [`encode_error`]) and closes the
@@ -16,6 +18,7 @@
 mod chunked;
 mod decode;
 mod encode;
+mod response;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +26,7 @@ pub use decode::{Decoder, HEADER_SLOTS};
 pub use encode::{
     allows_body, encode_error, encode_head_response, encode_response, reason_phrase, CONTINUE,
 };
+pub use response::{encode_get, Response, ResponseDecoder};
 
 use bytes::Bytes;
 use std::fmt;
