@@ -390,7 +390,7 @@ fn etcd_cluster_places_keys_and_a_fourth_node_takes_about_a_quarter() {
         (0.15..=0.35).contains(&share),
         "the fourth node owns {share:.3} of the keys"
     );
-    rt().block_on(async {
+    let moved = rt().block_on(async {
         let refs: Vec<&Node> = nodes.iter().collect();
         let mut cs = clients(&refs).await;
         // Reads through every node agree: keys that stayed with their owner
@@ -412,6 +412,22 @@ fn etcd_cluster_places_keys_and_a_fourth_node_takes_about_a_quarter() {
         let (held, node_id) = items(&mut cs[3]).await;
         assert_eq!(node_id, "e3");
         assert_eq!(held, moved.len() as u64);
+        moved
+    });
+    // The new node leaves again: its keys go back to their old owners,
+    // which dropped their copies when the ring changed (a stale value
+    // would otherwise come back).
+    nodes[3].sigterm();
+    assert!(nodes[3].wait_exit(DEADLINE).is_some_and(|s| s.success()));
+    wait_members(&nodes[..3].iter().collect::<Vec<_>>(), 3, DEADLINE);
+    rt().block_on(async {
+        let refs: Vec<&Node> = nodes[..3].iter().collect();
+        let mut cs = clients(&refs).await;
+        for c in cs.iter_mut() {
+            for k in &moved {
+                assert_eq!(get(c, k).await.unwrap(), None, "{k}: no stale copy");
+            }
+        }
     });
 }
 

@@ -12,6 +12,7 @@
 //! GET     kind 1: timeout_ms:u32 group_len:u32 group key
 //! SET     kind 2: timeout_ms:u32 ttl_ms:u64 group_len:u32 group key_len:u32 key value
 //! DELETE  kind 3: timeout_ms:u32 group_len:u32 group key
+//! INVALIDATE kind 4 (no reply; id 0): group_len:u32 group key
 //! replies kind 0x81 GET: found:u8 value | 0x82 SET: created:u8
 //!         0x83 DELETE: deleted:u8       | 0xff ERROR: grpc_code:u8 message (UTF-8)
 //! ```
@@ -35,10 +36,22 @@ const HEAD: usize = 9;
 const GET: u8 = 1;
 const SET: u8 = 2;
 const DELETE: u8 = 3;
+const INVALIDATE: u8 = 4;
 const REPLY_GET: u8 = 0x81;
 const REPLY_SET: u8 = 0x82;
 const REPLY_DELETE: u8 = 0x83;
 const REPLY_ERROR: u8 = 0xff;
+
+/// What a peer sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Call(PeerRequest),
+    /// The key's owner changed it: drop any hot copy. Not answered.
+    Invalidate {
+        group: String,
+        key: String,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRequest {
@@ -108,6 +121,12 @@ pub fn encode_request(out: &mut Vec<u8>, req: &PeerRequest) {
             out.extend_from_slice(value);
         }
     }
+}
+
+pub fn encode_invalidate(out: &mut Vec<u8>, group: &str, key: &str) {
+    put_frame(out, 0, INVALIDATE, 4 + group.len() + key.len());
+    put_str(out, group.as_bytes());
+    out.extend_from_slice(key.as_bytes());
 }
 
 /// Encodes a GET reply straight from the store's bytes (no copy into a
@@ -203,13 +222,15 @@ fn take_str(b: &mut Bytes, what: &str) -> Result<String, PeerError> {
 /// The next request in `buf`, consuming it; None until one is complete.
 /// An unknown kind is an error too: the two sides of a peer connection run
 /// the same protocol version (the magic says which).
-pub fn decode_request(
-    buf: &mut BytesMut,
-    max_frame: usize,
-) -> Result<Option<PeerRequest>, PeerError> {
+pub fn decode_request(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Inbound>, PeerError> {
     let Some((id, kind, mut b)) = split_frame(buf, max_frame)? else {
         return Ok(None);
     };
+    if kind == INVALIDATE {
+        let group = take_str(&mut b, "group")?;
+        let key = utf8(b, "key")?;
+        return Ok(Some(Inbound::Invalidate { group, key }));
+    }
     let timeout_ms = take_u32(&mut b, "timeout")?;
     let op = match kind {
         GET | DELETE => {
@@ -234,7 +255,7 @@ pub fn decode_request(
         }
         other => return Err(PeerError(format!("unknown peer request kind {other:#x}"))),
     };
-    Ok(Some(PeerRequest { id, timeout_ms, op }))
+    Ok(Some(Inbound::Call(PeerRequest { id, timeout_ms, op })))
 }
 
 /// The next reply in `buf`, consuming it; None until one is complete.
@@ -332,12 +353,18 @@ mod tests {
         for r in requests() {
             encode_request(&mut wire, &r);
         }
+        encode_invalidate(&mut wire, "users", "k");
+        let mut want: Vec<Inbound> = requests().into_iter().map(Inbound::Call).collect();
+        want.push(Inbound::Invalidate {
+            group: "users".into(),
+            key: "k".into(),
+        });
         let mut buf = BytesMut::from(&wire[..]);
         let mut got = Vec::new();
         while let Some(r) = decode_request(&mut buf, MAX).unwrap() {
             got.push(r);
         }
-        assert_eq!(got, requests());
+        assert_eq!(got, want);
         assert!(buf.is_empty());
         // The same bytes arriving one at a time.
         let mut buf = BytesMut::new();
@@ -348,7 +375,7 @@ mod tests {
                 got.push(r);
             }
         }
-        assert_eq!(got, requests());
+        assert_eq!(got, want);
     }
 
     #[test]

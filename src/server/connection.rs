@@ -15,8 +15,7 @@ use crate::protocol::http2::{
 };
 use crate::protocol::{peer, CacheOp};
 use crate::runtime::{self, Stream};
-use crate::shard::{Mailbox, Op, Reply, Shard};
-use crate::store::StoreStats;
+use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard, ShardCounters};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future;
 use prost::Message;
@@ -130,7 +129,7 @@ pub async fn reap_idle(registry: Rc<Registry>, idle_timeout: Duration) {
 struct Pending {
     deadline: Option<Instant>,
     /// For Stats: one slot per shard, filled as answers arrive.
-    stats: Vec<Option<StoreStats>>,
+    stats: Vec<Option<ShardCounters>>,
 }
 
 enum Wake {
@@ -488,14 +487,14 @@ impl Conn {
         // Served here: a hit is framed straight from the store's bytes.
         let mut answered: Option<Reply> = None;
         let body = &mut self.body;
+        let mailbox = &self.shared.mailbox;
         let waits = dispatch::dispatch(
             &self.shard,
             &self.peers,
             op,
             true,
             deadline,
-            &self.shared.mailbox,
-            stream_id,
+            || ReplyTo::Conn(mailbox.clone(), stream_id),
             |local| match local {
                 Local::Get(v) => {
                     body.clear();
@@ -560,10 +559,10 @@ impl Conn {
         }
         let n = self.shard.shard_count();
         let mut stats = vec![None; n];
-        stats[self.shard.id()] = Some(self.shard.with_store(|s| s.stats()));
+        stats[self.shard.id()] = Some(self.shard.counters());
         for other in (0..n).filter(|&i| i != self.shard.id()) {
-            self.shard
-                .submit(other, Op::Stats, &self.shared.mailbox, stream_id);
+            let to = ReplyTo::Conn(self.shared.mailbox.clone(), stream_id);
+            self.shard.submit(other, Op::Stats, to);
         }
         let p = Pending { deadline, stats };
         if n == 1 {
@@ -651,22 +650,14 @@ impl Conn {
         }
     }
 
-    fn finish_stats(&mut self, stream_id: u32, stats: &[Option<StoreStats>]) {
+    fn finish_stats(&mut self, stream_id: u32, stats: &[Option<ShardCounters>]) {
         let shards: Vec<proto::ShardStats> = stats
             .iter()
             .map(|s| to_proto(&s.unwrap_or_default()))
             .collect();
         let mut total = proto::ShardStats::default();
         for s in &shards {
-            total.hits += s.hits;
-            total.misses += s.misses;
-            total.sets += s.sets;
-            total.deletes += s.deletes;
-            total.evictions += s.evictions;
-            total.expirations += s.expirations;
-            total.items += s.items;
-            total.bytes += s.bytes;
-            total.capacity_bytes += s.capacity_bytes;
+            add_stats(&mut total, s);
         }
         let resp = proto::StatsResponse {
             total: Some(total),
@@ -714,7 +705,8 @@ fn deadline_exceeded() -> Status {
     )
 }
 
-fn to_proto(s: &StoreStats) -> proto::ShardStats {
+fn to_proto(c: &ShardCounters) -> proto::ShardStats {
+    let s = &c.store;
     proto::ShardStats {
         hits: s.hits,
         misses: s.misses,
@@ -725,5 +717,38 @@ fn to_proto(s: &StoreStats) -> proto::ShardStats {
         items: s.items,
         bytes: s.bytes,
         capacity_bytes: s.capacity_bytes,
+        hot_hits: c.hot.hits,
+        hot_items: c.hot.items,
+        hot_bytes: c.hot.bytes,
+        hot_capacity_bytes: c.hot.capacity_bytes,
+        loads: c.loads,
+        load_errors: c.load_errors,
+        singleflight_joins: c.singleflight_joins,
+        negative_hits: c.negative_hits,
+        invalidations_sent: c.invalidations_sent,
+        invalidations_received: c.invalidations_received,
     }
+}
+
+/// Adds every counter of `s` to `total`.
+fn add_stats(total: &mut proto::ShardStats, s: &proto::ShardStats) {
+    total.hits += s.hits;
+    total.misses += s.misses;
+    total.sets += s.sets;
+    total.deletes += s.deletes;
+    total.evictions += s.evictions;
+    total.expirations += s.expirations;
+    total.items += s.items;
+    total.bytes += s.bytes;
+    total.capacity_bytes += s.capacity_bytes;
+    total.hot_hits += s.hot_hits;
+    total.hot_items += s.hot_items;
+    total.hot_bytes += s.hot_bytes;
+    total.hot_capacity_bytes += s.hot_capacity_bytes;
+    total.loads += s.loads;
+    total.load_errors += s.load_errors;
+    total.singleflight_joins += s.singleflight_joins;
+    total.negative_hits += s.negative_hits;
+    total.invalidations_sent += s.invalidations_sent;
+    total.invalidations_received += s.invalidations_received;
 }

@@ -12,10 +12,11 @@ mod streaming;
 
 use crate::cluster::{self, ClusterConfig, Control, Membership, RingReceiver};
 use crate::config::ServeArgs;
+use crate::groups::{GroupSpec, Groups, HttpOrigin};
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh};
 use crate::shard::Notify;
-use crate::shard::{Batch, Router, Shard};
+use crate::shard::{Batch, Router, Shard, ShardSettings};
 use crate::systemd;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -31,6 +32,9 @@ const MESSAGE_OVERHEAD: u64 = 16 << 10;
 /// bounded work per tick, the whole table covered over time.
 const SWEEP_VISITS: usize = 2048;
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// "Not found" answers of groups' sources a shard remembers, at most.
+const NEGATIVE_ENTRIES: usize = 65_536;
 
 /// Settings every shard applies, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -55,6 +59,9 @@ pub struct NodeConfig {
     pub etcd_prefix: String,
     pub lease_ttl: Duration,
     pub vnodes: u32,
+    pub hot_fraction: f64,
+    pub hot_ttl: Duration,
+    pub groups: Vec<crate::config::GroupConfig>,
 }
 
 impl NodeConfig {
@@ -78,7 +85,48 @@ impl NodeConfig {
             etcd_prefix: args.etcd_prefix.clone(),
             lease_ttl: args.lease_ttl,
             vnodes: args.vnodes,
+            hot_fraction: args.hot_fraction,
+            hot_ttl: args.hot_ttl,
+            groups: args.groups.clone(),
         }
+    }
+
+    /// One shard's budgets: (main store, hot store). A node alone has no
+    /// other node's keys to keep copies of: all goes to the main store.
+    pub fn shard_budgets(&self) -> (u64, u64) {
+        let per_shard = self.memory / self.shards.max(1) as u64;
+        if self.membership() == Membership::Alone {
+            return (per_shard, 0);
+        }
+        let hot = (per_shard as f64 * self.hot_fraction) as u64;
+        (per_shard - hot, hot)
+    }
+
+    /// The declared groups, their origins resolved; `loaders` (a program
+    /// that embeds a node) override or add groups by name.
+    pub fn groups(&self) -> Result<Groups, String> {
+        let max_body = usize::try_from(self.max_value).unwrap_or(usize::MAX);
+        let mut specs = Vec::new();
+        for g in &self.groups {
+            let loader = match &g.origin {
+                Some(url) => Some(
+                    HttpOrigin::parse(url, max_body)
+                        .map(|o| {
+                            std::sync::Arc::new(o) as std::sync::Arc<dyn crate::groups::Loader>
+                        })
+                        .map_err(|e| format!("groups.{}.origin: {e}", g.name))?,
+                ),
+                None => None,
+            };
+            specs.push(GroupSpec {
+                name: g.name.clone(),
+                loader,
+                ttl: g.ttl,
+                load_timeout: g.load_timeout,
+                negative_ttl: g.negative_ttl,
+            });
+        }
+        Ok(Groups::new(specs))
     }
 
     /// Where the member list comes from.
@@ -150,6 +198,8 @@ pub struct NodeShared {
     pub advertise: SocketAddr,
     /// The cluster control plane (membership, ring publication).
     pub control: Control,
+    /// Read-through groups (settings and loaders), cloned by every shard.
+    pub groups: Groups,
     pub open_connections: AtomicUsize,
     /// Set by the main thread on SIGTERM/SIGINT.
     pub shutting_down: AtomicBool,
@@ -172,6 +222,7 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (advertise, node_id) = config.identity(addr)?;
+    let groups = config.groups()?;
     let (control, rings) = Control::start(
         ClusterConfig {
             node_id: node_id.clone(),
@@ -196,6 +247,7 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         node_id,
         advertise,
         control,
+        groups,
         config,
         open_connections: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
@@ -343,35 +395,46 @@ async fn run_shard(
         .await
         .map_err(|e| format!("shard failed to join the cross-core mesh: {e}"))?;
     let shards = node.config.shards;
-    let capacity = node.config.memory / shards as u64;
+    let (capacity, hot_capacity) = node.config.shard_budgets();
     let shard = Rc::new(Shard::new(
         Router::new(shards),
-        capacity,
         tx,
-        node.advertise,
-        ring,
-        rings,
+        ShardSettings {
+            capacity_bytes: capacity,
+            hot_capacity_bytes: hot_capacity,
+            hot_ttl: node.config.hot_ttl,
+            groups: node.groups.clone(),
+            negative_entries: NEGATIVE_ENTRIES,
+            me: node.advertise,
+            ring,
+            rings,
+        },
     ));
     let id = shard.id();
     let listener =
         Listener::bind(addr).map_err(|e| format!("shard {id} cannot bind {addr}: {e}"))?;
+    let peers = Rc::new(peer_client::Peers::new(
+        peer_client::PeerSettings {
+            timeout: node.config.peer_timeout,
+            max_frame: node.config.max_message().saturating_add(64),
+        },
+        shard.clone(),
+    ));
 
     for (peer, rx) in rx.into_peers() {
-        runtime::spawn(shard.clone().run_receiver(peer, rx));
+        let handed_over = peers.clone();
+        runtime::spawn(shard.clone().run_receiver(peer, rx, move |shard, op, to| {
+            dispatch::serve_handed_over(shard, &handed_over, op, to)
+        }));
         runtime::spawn(shard.clone().run_sender(peer));
     }
     let sweeper = shard.clone();
     runtime::spawn(async move {
         loop {
             runtime::sleep(SWEEP_EVERY).await;
-            let now = sweeper.now_ms();
-            sweeper.with_store(|s| s.sweep_expired(now, SWEEP_VISITS));
+            sweeper.sweep(SWEEP_VISITS);
         }
     });
-    let peers = Rc::new(peer_client::Peers::new(peer_client::PeerSettings {
-        timeout: node.config.peer_timeout,
-        max_frame: node.config.max_message().saturating_add(64),
-    }));
     let conns = Rc::new(connection::Registry::default());
     runtime::spawn(connection::reap_idle(
         conns.clone(),
@@ -385,7 +448,13 @@ async fn run_shard(
         stop.clone(),
     ));
 
-    tracing::info!(shard = id, cpu, capacity_bytes = capacity, "shard started");
+    tracing::info!(
+        shard = id,
+        cpu,
+        capacity_bytes = capacity,
+        hot_capacity_bytes = hot_capacity,
+        "shard started"
+    );
     let _ = bound.send(Ok(id));
     let settings = node.config.http2_settings();
     loop {

@@ -24,7 +24,7 @@ use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
 use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
-use crate::shard::{Mailbox, Notify, Reply};
+use crate::shard::{Notify, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
@@ -53,38 +53,50 @@ pub struct PeerSettings {
 /// One shard's clients, one per peer node it has talked to.
 pub struct Peers {
     settings: PeerSettings,
+    shard: Rc<Shard>,
     clients: RefCell<hashbrown::HashMap<SocketAddr, Rc<PeerClient>>>,
 }
 
 impl Peers {
-    pub fn new(settings: PeerSettings) -> Peers {
+    pub fn new(settings: PeerSettings, shard: Rc<Shard>) -> Peers {
         Peers {
             settings,
+            shard,
             clients: RefCell::new(hashbrown::HashMap::new()),
         }
     }
 
-    /// Sends `op` to the node at `addr`; the reply (or the failure) arrives
-    /// in `mailbox` tagged `tag`, by `deadline` or the peer timeout at the
-    /// latest. `node_id` names the peer in error messages.
+    /// Sends `op` to the node at `addr`; the reply (or the failure) goes to
+    /// `reply_to`, by `deadline` or the peer timeout at the latest. A Get's
+    /// value may be kept as a hot copy. `node_id` names the peer in errors.
     pub fn forward(
         &self,
         addr: SocketAddr,
         node_id: &str,
         op: CacheOp,
         deadline: Option<Instant>,
-        mailbox: &Rc<Mailbox>,
-        tag: u32,
+        reply_to: ReplyTo,
     ) {
         let client = self.client(addr, node_id);
-        client.call(op, deadline, mailbox, tag);
+        client.call(op, deadline, reply_to);
+    }
+
+    /// Tells the node at `addr` to drop its hot copy of (group, key). Best
+    /// effort: not answered, dropped while the peer is unreachable.
+    pub fn invalidate(&self, addr: SocketAddr, node_id: &str, group: &str, key: &str) {
+        self.client(addr, node_id).invalidate(group, key);
     }
 
     fn client(&self, addr: SocketAddr, node_id: &str) -> Rc<PeerClient> {
         if let Some(c) = self.clients.borrow().get(&addr) {
             return c.clone();
         }
-        let c = Rc::new(PeerClient::new(addr, node_id, self.settings.clone()));
+        let c = Rc::new(PeerClient::new(
+            addr,
+            node_id,
+            self.settings.clone(),
+            self.shard.clone(),
+        ));
         self.clients.borrow_mut().insert(addr, c.clone());
         c
     }
@@ -113,15 +125,18 @@ enum State {
 }
 
 struct Waiter {
-    mailbox: Rc<Mailbox>,
-    tag: u32,
-    /// Whether `deadline` is the client's own (DEADLINE_EXCEEDED when it
-    /// passes) or the peer timeout (UNAVAILABLE).
+    reply_to: ReplyTo,
+    /// A Get's (group, key), for a hot copy of its value.
+    get: Option<(String, String)>,
+    /// Whether the call's deadline is the client's own (DEADLINE_EXCEEDED
+    /// when it passes) or the peer timeout (UNAVAILABLE).
     client_deadline: bool,
 }
 
 struct PeerClient {
     addr: SocketAddr,
+    /// Where answers are delivered and hot copies kept.
+    shard: Rc<Shard>,
     /// "node-id (addr)", for messages.
     name: String,
     settings: PeerSettings,
@@ -139,7 +154,12 @@ struct PeerClient {
 }
 
 impl PeerClient {
-    fn new(addr: SocketAddr, node_id: &str, settings: PeerSettings) -> PeerClient {
+    fn new(
+        addr: SocketAddr,
+        node_id: &str,
+        settings: PeerSettings,
+        shard: Rc<Shard>,
+    ) -> PeerClient {
         let name = if node_id == addr.to_string() {
             format!("peer {addr}")
         } else {
@@ -147,6 +167,7 @@ impl PeerClient {
         };
         PeerClient {
             addr,
+            shard,
             name,
             settings,
             state: Cell::new(State::Idle),
@@ -161,34 +182,11 @@ impl PeerClient {
         }
     }
 
-    fn call(
-        self: &Rc<Self>,
-        op: CacheOp,
-        deadline: Option<Instant>,
-        mailbox: &Rc<Mailbox>,
-        tag: u32,
-    ) {
+    fn call(self: &Rc<Self>, op: CacheOp, deadline: Option<Instant>, reply_to: ReplyTo) {
         let now = Instant::now();
-        let fail = |st: Status| mailbox.push(tag, Reply::Failed(st));
-        if self.closed.get() {
-            return fail(Status::new(
-                Code::Unavailable,
-                format!("{} left the cluster", self.name),
-            ));
-        }
-        if let State::Down { until } = self.state.get() {
-            if now < until {
-                return fail(Status::new(
-                    Code::Unavailable,
-                    format!(
-                        "{} is unreachable ({}); retrying in {} ms",
-                        self.name,
-                        self.last_error.borrow(),
-                        until.duration_since(now).as_millis()
-                    ),
-                ));
-            }
-            self.state.set(State::Idle);
+        let fail = |st: Status| self.shard.reply(reply_to.clone(), Reply::Failed(st));
+        if let Some(st) = self.refusal(now) {
+            return fail(st);
         }
         if self.waiting.borrow().len() >= MAX_IN_FLIGHT {
             return fail(Status::new(
@@ -214,15 +212,57 @@ impl PeerClient {
             op,
         };
         peer::encode_request(&mut self.out.borrow_mut(), &req);
+        let get = match (&req.op, self.shard.has_hot_cache()) {
+            (CacheOp::Get { group, key }, true) => Some((group.clone(), key.clone())),
+            _ => None,
+        };
         self.waiting.borrow_mut().insert(
             id,
             Waiter {
-                mailbox: mailbox.clone(),
-                tag,
+                reply_to,
+                get,
                 client_deadline,
             },
         );
         self.deadlines.borrow_mut().push(Reverse((deadline, id)));
+        self.start();
+    }
+
+    fn invalidate(self: &Rc<Self>, group: &str, key: &str) {
+        if self.refusal(Instant::now()).is_some() {
+            return;
+        }
+        peer::encode_invalidate(&mut self.out.borrow_mut(), group, key);
+        self.start();
+    }
+
+    /// Why a call cannot be sent now: the peer left, or it is in backoff.
+    fn refusal(&self, now: Instant) -> Option<Status> {
+        if self.closed.get() {
+            return Some(Status::new(
+                Code::Unavailable,
+                format!("{} left the cluster", self.name),
+            ));
+        }
+        if let State::Down { until } = self.state.get() {
+            if now < until {
+                return Some(Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} is unreachable ({}); retrying in {} ms",
+                        self.name,
+                        self.last_error.borrow(),
+                        until.duration_since(now).as_millis()
+                    ),
+                ));
+            }
+            self.state.set(State::Idle);
+        }
+        None
+    }
+
+    /// Makes sure a connection task runs, and wakes it to write.
+    fn start(self: &Rc<Self>) {
         if self.state.get() == State::Idle {
             self.state.set(State::Active);
             runtime::spawn(self.clone().run());
@@ -241,7 +281,7 @@ impl PeerClient {
         self.deadlines.borrow_mut().clear();
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         for (_, w) in waiting {
-            w.mailbox.push(w.tag, Reply::Failed(status.clone()));
+            self.shard.reply(w.reply_to, Reply::Failed(status.clone()));
         }
     }
 
@@ -271,7 +311,7 @@ impl PeerClient {
                     ),
                 )
             };
-            w.mailbox.push(w.tag, Reply::Failed(st));
+            self.shard.reply(w.reply_to, Reply::Failed(st));
         }
         None
     }
@@ -281,12 +321,17 @@ impl PeerClient {
             return; // timed out already
         };
         let reply = match reply {
-            PeerReply::Get(v) => Reply::Get(v),
+            PeerReply::Get(v) => {
+                if let (Some((group, key)), Some(v)) = (&w.get, &v) {
+                    self.shard.admit_hot(group, key, v);
+                }
+                Reply::Get(v)
+            }
             PeerReply::Set { created } => Reply::Set(Ok(created)),
             PeerReply::Delete(d) => Reply::Delete(d),
             PeerReply::Error(st) => Reply::Failed(st),
         };
-        w.mailbox.push(w.tag, reply);
+        self.shard.reply(w.reply_to, reply);
     }
 
     /// The connection's task: connect, then write what is queued and read

@@ -9,12 +9,13 @@ use super::dispatch::{self, Local};
 use super::peer_client::Peers;
 use crate::config::MAX_KEY_BYTES;
 use crate::protocol::grpc::{Code, Status};
-use crate::protocol::peer::{self, PeerReply, PeerRequest};
+use crate::protocol::peer::{self, Inbound, PeerReply, PeerRequest};
 use crate::runtime::Stream;
-use crate::shard::{Reply, Shard};
+use crate::shard::{Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use futures_lite::future;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 const READ_CHUNK: usize = 64 << 10;
 
@@ -36,8 +37,17 @@ pub async fn serve(
     let mut peer_closed = false;
     loop {
         match peer::decode_request(&mut input, max_frame) {
-            Ok(Some(req)) => {
+            Ok(Some(Inbound::Call(req))) => {
                 in_flight += usize::from(handle(&shard, &peers, &shared, req, &mut out));
+                continue;
+            }
+            Ok(Some(Inbound::Invalidate { group, key })) => {
+                let home = shard.home_of(group.as_bytes(), key.as_bytes());
+                if home == shard.id() {
+                    shard.invalidate(&group, &key);
+                } else {
+                    shard.notify_shard(home, Op::Invalidate { group, key });
+                }
                 continue;
             }
             Ok(None) => {}
@@ -91,8 +101,8 @@ pub async fn serve(
 
 /// Serves one request; true when its answer will come by mailbox.
 fn handle(
-    shard: &Shard,
-    peers: &Peers,
+    shard: &Rc<Shard>,
+    peers: &Rc<Peers>,
     shared: &ConnShared,
     req: PeerRequest,
     out: &mut Vec<u8>,
@@ -107,14 +117,15 @@ fn handle(
         return false;
     }
     let id = req.id;
+    let deadline = (req.timeout_ms > 0)
+        .then(|| Instant::now() + Duration::from_millis(u64::from(req.timeout_ms)));
     dispatch::dispatch(
         shard,
         peers,
         req.op,
         false,
-        None,
-        shared.mailbox(),
-        id,
+        deadline,
+        || ReplyTo::Conn(shared.mailbox().clone(), id),
         |answer| match answer {
             Local::Get(v) => peer::encode_get_reply(out, id, v),
             Local::Set(r) => encode(out, id, Reply::Set(r)),

@@ -1,21 +1,32 @@
 //! A shard: one core's slice of the keyspace and the machinery to reach the
 //! other cores.
 //!
-//! Each shard owns a [`Store`] that only its own thread touches. A request
-//! whose key belongs to another shard becomes an [`Op`] sent to the owner;
-//! everything bound for one shard during one event-loop turn travels as one
-//! [`Batch`] over the cross-core channel mesh (so a busy connection pays one
-//! wake-up per turn, not per request), and the owner answers with a batch of
-//! [`Reply`]s that land in the asking connection's [`Mailbox`].
+//! Each shard owns a [`Store`] that only its own thread touches, and, in a
+//! cluster, a hot store of copies of popular keys that other nodes own. A
+//! request whose key belongs to another shard becomes an [`Op`] sent to
+//! that shard (see `handoff.rs`): everything bound for one shard during one
+//! event-loop turn travels as one [`Batch`] over the cross-core channel
+//! mesh (so a busy connection pays one wake-up per turn, not per request),
+//! and the answers come back the same way, to be delivered where
+//! [`ReplyTo`] says.
+//!
+//! Every key has one home shard on every node (the [`Router`]'s choice):
+//! its entry when this node owns it, its hot copy and the forwarding of its
+//! requests when another node does. The read-through state of the keys it
+//! owns (loads in flight, remembered "not found" answers) lives here too;
+//! the server runs the loads (`server/dispatch.rs`).
 
+mod handoff;
 mod notify;
 
+pub use handoff::Batch;
 pub use notify::{Mailbox, Notify};
 
 use crate::cluster::{Ring, RingReceiver};
+use crate::groups::{Groups, NegativeCache, SingleFlight};
 use crate::protocol::grpc::Status;
 use crate::protocol::CacheOp;
-use crate::runtime::{MeshSender, PeerReceiver};
+use crate::runtime::MeshSender;
 use crate::store::{SetError, Store, StoreStats};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -23,13 +34,22 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// An operation on one shard's store.
+/// What one shard asks of another.
 #[derive(Debug)]
 pub enum Op {
-    Cache(CacheOp),
+    /// A key request, served by its home shard. `forward` is false when a
+    /// peer node sent it (served on this node, never forwarded again).
+    Cache {
+        op: CacheOp,
+        forward: bool,
+        deadline: Option<Instant>,
+    },
+    /// The shard's counters.
     Stats,
+    /// Drop the hot copy of (group, key): its owner changed it. No reply.
+    Invalidate { group: String, key: String },
 }
 
 /// The outcome of an [`Op`], from a shard of this node or from the node
@@ -41,34 +61,43 @@ pub enum Reply {
     Set(Result<bool, SetError>),
     Delete(bool),
     /// The answering shard's index and counters.
-    Stats(usize, StoreStats),
+    Stats(usize, ShardCounters),
     /// The call failed elsewhere: the owner node answered with this status,
-    /// or it could not be reached.
+    /// or it (or the group's source) could not be reached.
     Failed(Status),
+}
+
+/// Where an answer goes.
+#[derive(Clone)]
+pub enum ReplyTo {
+    /// A connection of this shard: its mailbox, with the tag it gave (a
+    /// stream id, a request id).
+    Conn(Rc<Mailbox>, u32),
+    /// Another shard of this node, which handed the request over with this
+    /// token and will pass the answer on.
+    Shard { shard: usize, token: u64 },
+}
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyTo::Conn(_, tag) => write!(f, "Conn(tag {tag})"),
+            ReplyTo::Shard { shard, token } => write!(f, "Shard({shard}, token {token})"),
+        }
+    }
 }
 
 /// Where a key's request is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
-    /// By this shard's own store.
+    /// By this shard: its own store, or (for another node's key) its hot
+    /// copy and its connection to the owner.
     Here,
-    /// By another shard of this node, over the cross-core mesh.
+    /// By another shard of this node, the key's home shard.
     Shard(usize),
-    /// By the node at this address, the key's owner on the ring.
+    /// By the node at this address, the key's owner on the ring; this
+    /// shard is the key's home shard and forwards it.
     Node(SocketAddr),
-}
-
-/// One direction's traffic between two shards for one event-loop turn.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub requests: Vec<(u64, Op)>,
-    pub replies: Vec<(u64, Reply)>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.replies.is_empty()
-    }
 }
 
 /// Maps (group, key) to a shard. Seeds are fixed so every shard agrees; the
@@ -103,48 +132,103 @@ impl Router {
     }
 }
 
-/// Where a reply from another shard must be delivered.
-struct Waiter {
-    mailbox: Rc<Mailbox>,
-    tag: u32,
+/// What a shard is given at start-up besides its place in the mesh.
+pub struct ShardSettings {
+    /// Budget of the main store.
+    pub capacity_bytes: u64,
+    /// Budget of the hot store (0: no hot cache).
+    pub hot_capacity_bytes: u64,
+    pub hot_ttl: Duration,
+    pub groups: Groups,
+    /// Remembered "not found" answers, at most.
+    pub negative_entries: usize,
+    /// This node's advertise address: its identity on the ring.
+    pub me: SocketAddr,
+    pub ring: Arc<Ring>,
+    pub rings: RingReceiver,
 }
+
+/// A shard's counters, as Stats reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    pub store: StoreStats,
+    pub hot: StoreStats,
+    pub loads: u64,
+    pub load_errors: u64,
+    pub singleflight_joins: u64,
+    pub negative_hits: u64,
+    pub invalidations_sent: u64,
+    pub invalidations_received: u64,
+}
+
+/// The read-through counters a shard keeps besides its stores'.
+#[derive(Default)]
+struct Counters {
+    loads: Cell<u64>,
+    load_errors: Cell<u64>,
+    joins: Cell<u64>,
+    negative_hits: Cell<u64>,
+    invalidations_sent: Cell<u64>,
+    invalidations_received: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// A hot copy is admitted after a fetch with this chance (1 in N): a key
+/// read often gets in after a few reads, a key read once rarely does.
+const HOT_ADMIT_ONE_IN: u64 = 8;
 
 /// The state of one shard, shared by the tasks of its executor.
 pub struct Shard {
     id: usize,
     router: Router,
     store: RefCell<Store>,
+    hot: Option<RefCell<Store>>,
+    hot_ttl_ms: u64,
+    /// xorshift state for sampled hot admission.
+    sample: Cell<u64>,
+    groups: Groups,
+    flights: RefCell<SingleFlight<(String, String), ReplyTo>>,
+    negative: RefCell<NegativeCache>,
+    counters: Counters,
     epoch: Instant,
     mesh: MeshSender<Batch>,
     /// Per destination shard: what this turn has to send, and the wake-up
     /// of the task that sends it.
     outbox: Vec<RefCell<Batch>>,
     outbox_ready: Vec<Notify>,
-    waiting: RefCell<hashbrown::HashMap<u64, Waiter>>,
+    /// Token of a request handed to another shard → where its answer goes.
+    waiting: RefCell<hashbrown::HashMap<u64, ReplyTo>>,
     next_token: Cell<u64>,
     handoffs: Cell<u64>,
-    /// This node's advertise address: its identity on the ring.
     me: SocketAddr,
     /// The cluster ring this shard routes by, replaced (never mutated)
     /// when the control plane publishes a new one on `rings`.
     ring: RefCell<Arc<Ring>>,
     rings: RingReceiver,
+    /// Slots the sweep still has to check for keys this node no longer
+    /// owns, after a ring change.
+    purge_left: Cell<usize>,
 }
 
 impl Shard {
-    pub fn new(
-        router: Router,
-        capacity_bytes: u64,
-        mesh: MeshSender<Batch>,
-        me: SocketAddr,
-        ring: Arc<Ring>,
-        rings: RingReceiver,
-    ) -> Shard {
+    pub fn new(router: Router, mesh: MeshSender<Batch>, settings: ShardSettings) -> Shard {
         let n = router.shards;
+        let id = mesh.shard_id();
         Shard {
-            id: mesh.shard_id(),
+            id,
             router,
-            store: RefCell::new(Store::new(capacity_bytes)),
+            store: RefCell::new(Store::new(settings.capacity_bytes)),
+            hot: (settings.hot_capacity_bytes > 0)
+                .then(|| RefCell::new(Store::new(settings.hot_capacity_bytes))),
+            hot_ttl_ms: settings.hot_ttl.as_millis().max(1) as u64,
+            sample: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1)),
+            groups: settings.groups,
+            flights: RefCell::new(SingleFlight::default()),
+            negative: RefCell::new(NegativeCache::new(settings.negative_entries)),
+            counters: Counters::default(),
             epoch: Instant::now(),
             mesh,
             outbox: (0..n).map(|_| RefCell::new(Batch::default())).collect(),
@@ -152,9 +236,10 @@ impl Shard {
             waiting: RefCell::new(hashbrown::HashMap::new()),
             next_token: Cell::new(0),
             handoffs: Cell::new(0),
-            me,
-            ring: RefCell::new(ring),
-            rings,
+            me: settings.me,
+            ring: RefCell::new(settings.ring),
+            rings: settings.rings,
+            purge_left: Cell::new(0),
         }
     }
 
@@ -166,7 +251,8 @@ impl Shard {
         self.router.shards
     }
 
-    pub fn owner_of(&self, group: &[u8], key: &[u8]) -> usize {
+    /// The key's home shard on this node.
+    pub fn home_of(&self, group: &[u8], key: &[u8]) -> usize {
         self.router.shard_of(group, key)
     }
 
@@ -174,14 +260,18 @@ impl Shard {
     /// that a peer node forwarded here: it is served on this node whatever
     /// our ring says, so a request makes at most one hop between nodes.
     pub fn locate(&self, group: &[u8], key: &[u8], forward: bool) -> Location {
-        if forward {
-            if let Some(node) = self.owner_node(group, key) {
-                return Location::Node(node);
-            }
-        }
-        match self.router.shard_of(group, key) {
-            s if s == self.id => Location::Here,
-            s => Location::Shard(s),
+        let home = self.router.shard_of(group, key);
+        let remote = if forward {
+            self.owner_node(group, key)
+        } else {
+            None
+        };
+        match remote {
+            // Without a hot cache any shard may forward; with one, the
+            // key's home shard does, since it holds the copy.
+            Some(node) if home == self.id || self.hot.is_none() => Location::Node(node),
+            _ if home == self.id => Location::Here,
+            _ => Location::Shard(home),
         }
     }
 
@@ -203,6 +293,22 @@ impl Shard {
         (owner != self.me).then_some(owner)
     }
 
+    /// The other members of the ring (where invalidations go).
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.ring
+            .borrow()
+            .members()
+            .iter()
+            .map(|m| m.addr)
+            .filter(|&a| a != self.me)
+            .collect()
+    }
+
+    /// Whether other nodes are in the ring.
+    pub fn in_cluster(&self) -> bool {
+        self.ring.borrow().len() > 1
+    }
+
     /// The ring requests are routed by.
     pub fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
@@ -210,9 +316,16 @@ impl Shard {
 
     /// Takes up the newest ring the control plane published since the last
     /// call, if any, and returns it. Never blocks.
+    ///
+    /// Keys whose owner changed must not be served from what this node
+    /// kept of them: the hot copies go at once, and the entries this node
+    /// no longer owns are dropped by the next full sweep (they would come
+    /// back stale if the ring changed back).
     pub fn refresh_ring(&self) -> Option<Arc<Ring>> {
         let newest = self.rings.try_iter().last()?;
         *self.ring.borrow_mut() = newest.clone();
+        self.with_hot(|h| h.clear());
+        self.purge_left.set(self.store.borrow().slots());
         Some(newest)
     }
 
@@ -231,91 +344,114 @@ impl Shard {
         f(&mut self.store.borrow_mut())
     }
 
-    /// Executes `op` on this shard's own store.
-    pub fn execute(&self, op: Op) -> Reply {
-        let now = self.now_ms();
-        let mut store = self.store.borrow_mut();
-        match op {
-            Op::Cache(CacheOp::Get { group, key }) => Reply::Get(
-                store
-                    .get(group.as_bytes(), key.as_bytes(), now)
-                    .map(Bytes::copy_from_slice),
-            ),
-            Op::Cache(CacheOp::Set {
-                group,
-                key,
+    /// Runs `f` on the hot store, if there is one.
+    pub fn with_hot<R>(&self, f: impl FnOnce(&mut Store) -> R) -> Option<R> {
+        self.hot.as_ref().map(|h| f(&mut h.borrow_mut()))
+    }
+
+    pub fn has_hot_cache(&self) -> bool {
+        self.hot.is_some()
+    }
+
+    /// Keeps a copy of another node's value, if the sample says so.
+    pub fn admit_hot(&self, group: &str, key: &str, value: &[u8]) {
+        let Some(hot) = &self.hot else { return };
+        let mut x = self.sample.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sample.set(x);
+        if x % HOT_ADMIT_ONE_IN == 0 {
+            let now = self.now_ms();
+            // Too large for the hot store: simply not kept.
+            let _ = hot.borrow_mut().set(
+                group.as_bytes(),
+                key.as_bytes(),
                 value,
-                ttl_ms,
-            }) => Reply::Set(store.set(group.as_bytes(), key.as_bytes(), &value, ttl_ms, now)),
-            Op::Cache(CacheOp::Delete { group, key }) => {
-                Reply::Delete(store.delete(group.as_bytes(), key.as_bytes(), now))
-            }
-            Op::Stats => Reply::Stats(self.id, store.stats()),
+                self.hot_ttl_ms,
+                now,
+            );
         }
     }
 
-    /// Hands `op` to shard `to`; its reply will arrive in `mailbox` tagged
-    /// with `tag`. Sent with everything else for `to` at the end of this turn.
-    pub fn submit(&self, to: usize, op: Op, mailbox: &Rc<Mailbox>, tag: u32) {
-        let token = self.next_token.get();
-        self.next_token.set(token.wrapping_add(1));
-        self.waiting.borrow_mut().insert(
-            token,
-            Waiter {
-                mailbox: mailbox.clone(),
-                tag,
-            },
-        );
-        self.handoffs.set(self.handoffs.get() + 1);
-        self.outbox[to].borrow_mut().requests.push((token, op));
-        self.outbox_ready[to].notify();
+    /// Drops the hot copy of (group, key), if any; true when there was one.
+    pub fn drop_hot(&self, group: &str, key: &str) -> bool {
+        let now = self.now_ms();
+        self.with_hot(|h| h.delete(group.as_bytes(), key.as_bytes(), now))
+            .unwrap_or(false)
     }
 
-    /// The task that carries this shard's batches to shard `to`. It runs
-    /// after the tasks that filled the outbox have yielded, so one send
-    /// carries a whole turn's worth.
-    pub async fn run_sender(self: Rc<Self>, to: usize) {
-        loop {
-            self.outbox_ready[to].notified().await;
-            let batch = std::mem::take(&mut *self.outbox[to].borrow_mut());
-            if batch.is_empty() {
-                continue;
-            }
-            if let Err(returned) = self.mesh.send(to, batch).await {
-                // The peer shard is gone (shutdown): fail what we asked of it.
-                tracing::warn!(shard = self.id, peer = to, "cross-core channel closed");
-                if let Some(batch) = returned {
-                    for (token, _) in batch.requests {
-                        self.waiting.borrow_mut().remove(&token);
-                    }
-                }
-                return;
-            }
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// The loads in flight of the keys this shard owns.
+    pub fn flights(&self) -> std::cell::RefMut<'_, SingleFlight<(String, String), ReplyTo>> {
+        self.flights.borrow_mut()
+    }
+
+    pub fn negative(&self) -> std::cell::RefMut<'_, NegativeCache> {
+        self.negative.borrow_mut()
+    }
+
+    pub fn count_load(&self, failed: bool) {
+        bump(&self.counters.loads, 1);
+        if failed {
+            bump(&self.counters.load_errors, 1);
         }
     }
 
-    /// The task that serves what shard `from` sends: requests are executed
-    /// here and answered in our next batch to `from`; replies are delivered
-    /// to the connections waiting for them. It never blocks on a send, so
-    /// two shards can never wait on each other.
-    pub async fn run_receiver(self: Rc<Self>, from: usize, rx: PeerReceiver<Batch>) {
-        while let Some(batch) = rx.recv().await {
-            if !batch.requests.is_empty() {
-                let replies: Vec<(u64, Reply)> = batch
-                    .requests
-                    .into_iter()
-                    .map(|(token, op)| (token, self.execute(op)))
-                    .collect();
-                self.outbox[from].borrow_mut().replies.extend(replies);
-                self.outbox_ready[from].notify();
-            }
-            for (token, reply) in batch.replies {
-                let waiter = self.waiting.borrow_mut().remove(&token);
-                if let Some(w) = waiter {
-                    w.mailbox.push(w.tag, reply);
-                }
-            }
+    pub fn count_join(&self) {
+        bump(&self.counters.joins, 1);
+    }
+
+    pub fn count_negative_hit(&self) {
+        bump(&self.counters.negative_hits, 1);
+    }
+
+    pub fn count_invalidations_sent(&self, n: u64) {
+        bump(&self.counters.invalidations_sent, n);
+    }
+
+    /// Executes an invalidation from the key's owner.
+    pub fn invalidate(&self, group: &str, key: &str) {
+        bump(&self.counters.invalidations_received, 1);
+        self.drop_hot(group, key);
+    }
+
+    /// This shard's counters, for Stats and metrics.
+    pub fn counters(&self) -> ShardCounters {
+        let c = &self.counters;
+        ShardCounters {
+            store: self.store.borrow().stats(),
+            hot: self.with_hot(|h| h.stats()).unwrap_or_default(),
+            loads: c.loads.get(),
+            load_errors: c.load_errors.get(),
+            singleflight_joins: c.joins.get(),
+            negative_hits: c.negative_hits.get(),
+            invalidations_sent: c.invalidations_sent.get(),
+            invalidations_received: c.invalidations_received.get(),
         }
+    }
+
+    /// Expired entries reclaimed by a bounded sweep of both stores; after
+    /// a ring change, also the entries of keys another node owns now.
+    pub fn sweep(&self, max_visits: usize) {
+        let now = self.now_ms();
+        let purge = self.purge_left.get();
+        if purge > 0 {
+            let ring = self.ring.borrow();
+            let me = self.me;
+            self.store
+                .borrow_mut()
+                .sweep_retain(now, max_visits, |g, k| {
+                    ring.len() < 2 || ring.owner(g, k).addr == me
+                });
+            self.purge_left.set(purge.saturating_sub(max_visits));
+        } else {
+            self.store.borrow_mut().sweep_expired(now, max_visits);
+        }
+        self.with_hot(|h| h.sweep_expired(now, max_visits / 4 + 1));
     }
 }
 

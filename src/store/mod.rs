@@ -304,6 +304,18 @@ impl Store {
     /// wrapping at the end, so repeated calls cover every slot while each
     /// call's work stays bounded. Returns the entries reclaimed.
     pub fn sweep_expired(&mut self, now_ms: u64, max_visits: usize) -> usize {
+        self.sweep_retain(now_ms, max_visits, |_, _| true)
+    }
+
+    /// [`Store::sweep_expired`] that also removes the live entries for
+    /// which `keep(group, key)` is false (say, keys this node no longer
+    /// owns); those count as neither expirations nor evictions.
+    pub fn sweep_retain(
+        &mut self,
+        now_ms: u64,
+        max_visits: usize,
+        mut keep: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> usize {
         let slots = self.slab.slot_count();
         let mut reclaimed = 0;
         for _ in 0..max_visits.min(slots) {
@@ -313,14 +325,34 @@ impl Store {
             let i = self.sweep_cursor as u32;
             self.sweep_cursor += 1;
             let slot = self.slab.slot(i);
-            if slot.is_live() && slot.expired(now_ms) {
+            if !slot.is_live() {
+                continue;
+            }
+            let expired = slot.expired(now_ms);
+            if expired || !keep(slot.group(), slot.key()) {
                 let tag = slot_tag(&self.hasher, &self.slab, i);
                 self.remove(i, tag);
-                self.stats.expirations += 1;
+                if expired {
+                    self.stats.expirations += 1;
+                }
                 reclaimed += 1;
             }
         }
         reclaimed
+    }
+
+    /// Slab slots, live or free: what one full sweep visits.
+    pub fn slots(&self) -> usize {
+        self.slab.slot_count()
+    }
+
+    /// Removes every entry (counters stay).
+    pub fn clear(&mut self) {
+        while self.slab.tail() != NIL {
+            let tail = self.slab.tail();
+            let tag = slot_tag(&self.hasher, &self.slab, tail);
+            self.remove(tail, tag);
+        }
     }
 
     /// Whether `(group, key)` is held, expired or not, without counting or

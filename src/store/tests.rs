@@ -195,7 +195,39 @@ fn ttl_expiry_and_zero() {
         (st.expirations, st.deletes, st.hits, st.misses),
         (4, 0, 3, 3)
     );
-    assert_eq!((st.items, st.bytes), (1, charge(b"", b"p", 1)));
+    assert_eq!(
+        (st.items, st.bytes),
+        (2, charge(b"", b"p", 1) + charge(b"", b"e", 2))
+    );
+}
+
+#[test]
+fn sweep_retain_drops_what_is_not_kept_and_clear_empties() {
+    let mut s = Store::new(1 << 20);
+    for i in 0..100u32 {
+        s.set(b"", format!("k{i}").as_bytes(), b"v", 0, 0).unwrap();
+    }
+    let mut removed = 0;
+    while removed < 50 {
+        removed += s.sweep_retain(0, 7, |_, k| {
+            k.ends_with(b"0")
+                || k.ends_with(b"2")
+                || k.ends_with(b"4")
+                || k.ends_with(b"6")
+                || k.ends_with(b"8")
+        });
+    }
+    assert_eq!(s.len(), 50);
+    assert!(s.get(b"", b"k42", 0).is_some());
+    assert!(s.get(b"", b"k43", 0).is_none());
+    let st = s.stats();
+    assert_eq!((st.expirations, st.evictions), (0, 0));
+    s.lru_order();
+    s.clear();
+    assert!(s.is_empty());
+    assert_eq!(s.stats().bytes, 0);
+    s.set(b"", b"again", b"v", 0, 0).unwrap();
+    assert_eq!(s.lru_order().len(), 1);
 }
 
 #[test]

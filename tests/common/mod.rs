@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 pub mod etcd;
+pub mod origin;
 pub mod prom;
 
 pub mod pb {
@@ -618,6 +619,16 @@ pub fn sum_shards(shards: &[pb::ShardStats]) -> pb::ShardStats {
         t.items += s.items;
         t.bytes += s.bytes;
         t.capacity_bytes += s.capacity_bytes;
+        t.hot_hits += s.hot_hits;
+        t.hot_items += s.hot_items;
+        t.hot_bytes += s.hot_bytes;
+        t.hot_capacity_bytes += s.hot_capacity_bytes;
+        t.loads += s.loads;
+        t.load_errors += s.load_errors;
+        t.singleflight_joins += s.singleflight_joins;
+        t.negative_hits += s.negative_hits;
+        t.invalidations_sent += s.invalidations_sent;
+        t.invalidations_received += s.invalidations_received;
     }
     t
 }
