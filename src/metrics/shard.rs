@@ -98,7 +98,13 @@ impl ShardMetrics {
     }
 
     pub fn peer_error(&mut self, addr: &str, kind: PeerError) {
-        self.peer(addr).errors[kind as usize] += 1;
+        self.peer_errors(addr, kind, 1);
+    }
+
+    /// Counts `n` calls to `addr` that failed the same way at once (a
+    /// failed connect or a lost connection fails every call waiting on it).
+    pub fn peer_errors(&mut self, addr: &str, kind: PeerError, n: u64) {
+        self.peer(addr).errors[kind as usize] += n;
     }
 
     fn peer(&mut self, addr: &str) -> &mut PeerStats {

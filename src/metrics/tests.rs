@@ -103,7 +103,7 @@ fn recording() {
         (m.peers()[0].addr.as_str(), m.peers()[0].forwarded),
         ("a:1", 2)
     );
-    assert_eq!(m.peers()[1].errors, [0, 0, 0, 1]);
+    assert_eq!(m.peers()[1].errors, [0, 0, 0, 1, 0]);
     m.handoffs_sent(3);
     assert_eq!(m.handoffs(), 3);
     let snap = m.snapshot();

@@ -19,12 +19,16 @@
 //!   that long drops the connection;
 //! - at most [`MAX_IN_FLIGHT`] calls wait on one peer; more are refused
 //!   (UNAVAILABLE) instead of queueing without bound.
+//!
+//! Every forwarded call and every failed one is counted in the shard's
+//! metrics (`forwarded_requests_total`, `peer_errors_total` by kind).
 
+use crate::metrics::PeerError;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
 use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
-use crate::shard::{Mailbox, Notify, Reply};
+use crate::shard::{Mailbox, Notify, Reply, Shard};
 use bytes::BytesMut;
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
@@ -53,13 +57,16 @@ pub struct PeerSettings {
 /// One shard's clients, one per peer node it has talked to.
 pub struct Peers {
     settings: PeerSettings,
+    /// The shard these clients belong to: where their metrics go.
+    shard: Rc<Shard>,
     clients: RefCell<hashbrown::HashMap<SocketAddr, Rc<PeerClient>>>,
 }
 
 impl Peers {
-    pub fn new(settings: PeerSettings) -> Peers {
+    pub fn new(settings: PeerSettings, shard: Rc<Shard>) -> Peers {
         Peers {
             settings,
+            shard,
             clients: RefCell::new(hashbrown::HashMap::new()),
         }
     }
@@ -84,7 +91,12 @@ impl Peers {
         if let Some(c) = self.clients.borrow().get(&addr) {
             return c.clone();
         }
-        let c = Rc::new(PeerClient::new(addr, node_id, self.settings.clone()));
+        let c = Rc::new(PeerClient::new(
+            addr,
+            node_id,
+            self.settings.clone(),
+            self.shard.clone(),
+        ));
         self.clients.borrow_mut().insert(addr, c.clone());
         c
     }
@@ -124,6 +136,9 @@ struct PeerClient {
     addr: SocketAddr,
     /// "node-id (addr)", for messages.
     name: String,
+    /// The address as text: the `peer` label of its metrics.
+    label: String,
+    shard: Rc<Shard>,
     settings: PeerSettings,
     state: Cell<State>,
     backoff: Cell<Duration>,
@@ -139,7 +154,12 @@ struct PeerClient {
 }
 
 impl PeerClient {
-    fn new(addr: SocketAddr, node_id: &str, settings: PeerSettings) -> PeerClient {
+    fn new(
+        addr: SocketAddr,
+        node_id: &str,
+        settings: PeerSettings,
+        shard: Rc<Shard>,
+    ) -> PeerClient {
         let name = if node_id == addr.to_string() {
             format!("peer {addr}")
         } else {
@@ -148,6 +168,8 @@ impl PeerClient {
         PeerClient {
             addr,
             name,
+            label: addr.to_string(),
+            shard,
             settings,
             state: Cell::new(State::Idle),
             backoff: Cell::new(BACKOFF_MIN),
@@ -169,35 +191,45 @@ impl PeerClient {
         tag: u32,
     ) {
         let now = Instant::now();
-        let fail = |st: Status| mailbox.push(tag, Reply::Failed(st));
+        self.shard.record_forwarded(&self.label);
+        let fail = |kind: PeerError, st: Status| {
+            self.shard.record_peer_errors(&self.label, kind, 1);
+            mailbox.push(tag, Reply::Failed(st));
+        };
         if self.closed.get() {
-            return fail(Status::new(
-                Code::Unavailable,
-                format!("{} left the cluster", self.name),
-            ));
+            return fail(
+                PeerError::Closed,
+                Status::new(Code::Unavailable, format!("{} left the cluster", self.name)),
+            );
         }
         if let State::Down { until } = self.state.get() {
             if now < until {
-                return fail(Status::new(
-                    Code::Unavailable,
-                    format!(
-                        "{} is unreachable ({}); retrying in {} ms",
-                        self.name,
-                        self.last_error.borrow(),
-                        until.duration_since(now).as_millis()
+                return fail(
+                    PeerError::Connect,
+                    Status::new(
+                        Code::Unavailable,
+                        format!(
+                            "{} is unreachable ({}); retrying in {} ms",
+                            self.name,
+                            self.last_error.borrow(),
+                            until.duration_since(now).as_millis()
+                        ),
                     ),
-                ));
+                );
             }
             self.state.set(State::Idle);
         }
         if self.waiting.borrow().len() >= MAX_IN_FLIGHT {
-            return fail(Status::new(
-                Code::Unavailable,
-                format!(
-                    "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
-                    self.name
+            return fail(
+                PeerError::Overloaded,
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
+                        self.name
+                    ),
                 ),
-            ));
+            );
         }
         let timeout_at = now + self.settings.timeout;
         let (deadline, client_deadline) = match deadline {
@@ -235,11 +267,13 @@ impl PeerClient {
         self.wake.notify();
     }
 
-    /// Fails every waiting call with `status`.
-    fn fail_all(&self, status: &Status) {
+    /// Fails every waiting call with `status`, counted as `kind`.
+    fn fail_all(&self, kind: PeerError, status: &Status) {
         self.out.borrow_mut().clear();
         self.deadlines.borrow_mut().clear();
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        self.shard
+            .record_peer_errors(&self.label, kind, waiting.len() as u64);
         for (_, w) in waiting {
             w.mailbox.push(w.tag, Reply::Failed(status.clone()));
         }
@@ -256,6 +290,8 @@ impl PeerClient {
             let Some(w) = self.waiting.borrow_mut().remove(&id) else {
                 continue; // answered already
             };
+            self.shard
+                .record_peer_errors(&self.label, PeerError::Timeout, 1);
             let st = if w.client_deadline {
                 Status::new(
                     Code::DeadlineExceeded,
@@ -284,7 +320,11 @@ impl PeerClient {
             PeerReply::Get(v) => Reply::Get(v),
             PeerReply::Set { created } => Reply::Set(Ok(created)),
             PeerReply::Delete(d) => Reply::Delete(d),
-            PeerReply::Error(st) => Reply::Failed(st),
+            PeerReply::Error(st) => {
+                self.shard
+                    .record_peer_errors(&self.label, PeerError::Remote, 1);
+                Reply::Failed(st)
+            }
         };
         w.mailbox.push(w.tag, reply);
     }
@@ -302,10 +342,13 @@ impl PeerClient {
                     until: Instant::now() + backoff,
                 });
                 tracing::warn!(peer = %self.addr, "cannot connect to {}: {e}", self.name);
-                self.fail_all(&Status::new(
-                    Code::Unavailable,
-                    format!("cannot connect to {}: {e}", self.name),
-                ));
+                self.fail_all(
+                    PeerError::Connect,
+                    &Status::new(
+                        Code::Unavailable,
+                        format!("cannot connect to {}: {e}", self.name),
+                    ),
+                );
                 return;
             }
         };
@@ -322,7 +365,7 @@ impl PeerClient {
             )
         };
         // Calls made from now on start a new connection.
-        self.fail_all(&st);
+        self.fail_all(PeerError::Closed, &st);
     }
 
     async fn session(&self, mut stream: Stream) -> String {

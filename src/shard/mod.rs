@@ -7,12 +7,17 @@
 //! [`Batch`] over the cross-core channel mesh (so a busy connection pays one
 //! wake-up per turn, not per request), and the owner answers with a batch of
 //! [`Reply`]s that land in the asking connection's [`Mailbox`].
+//!
+//! A shard also owns its [`ShardMetrics`]: recorded by its own thread
+//! through the small methods below (no atomics, no allocation), and read
+//! by a scrape as an [`Op::Metrics`] like any other cross-core request.
 
 mod notify;
 
 pub use notify::{Mailbox, Notify};
 
 use crate::cluster::{Ring, RingReceiver};
+use crate::metrics::{self, Interface, PeerError, ReplyStatus, ShardMetrics, ShardSnapshot};
 use crate::protocol::grpc::Status;
 use crate::protocol::CacheOp;
 use crate::runtime::{MeshSender, PeerReceiver};
@@ -30,6 +35,8 @@ use std::time::Instant;
 pub enum Op {
     Cache(CacheOp),
     Stats,
+    /// A scrape: the shard's store counters and a copy of its metrics.
+    Metrics,
 }
 
 /// The outcome of an [`Op`], from a shard of this node or from the node
@@ -42,6 +49,9 @@ pub enum Reply {
     Delete(bool),
     /// The answering shard's index and counters.
     Stats(usize, StoreStats),
+    /// The answer to [`Op::Metrics`]. Boxed: a snapshot is kilobytes, and
+    /// every other reply stays small in batches and mailboxes.
+    Metrics(Box<ShardSnapshot>),
     /// The call failed elsewhere: the owner node answered with this status,
     /// or it could not be reached.
     Failed(Status),
@@ -122,7 +132,8 @@ pub struct Shard {
     outbox_ready: Vec<Notify>,
     waiting: RefCell<hashbrown::HashMap<u64, Waiter>>,
     next_token: Cell<u64>,
-    handoffs: Cell<u64>,
+    /// This shard's counters; only its own thread records or reads them.
+    metrics: RefCell<ShardMetrics>,
     /// This node's advertise address: its identity on the ring.
     me: SocketAddr,
     /// The cluster ring this shard routes by, replaced (never mutated)
@@ -151,7 +162,7 @@ impl Shard {
             outbox_ready: (0..n).map(|_| Notify::default()).collect(),
             waiting: RefCell::new(hashbrown::HashMap::new()),
             next_token: Cell::new(0),
-            handoffs: Cell::new(0),
+            metrics: RefCell::new(ShardMetrics::new()),
             me,
             ring: RefCell::new(ring),
             rings,
@@ -223,7 +234,50 @@ impl Shard {
 
     /// Requests this shard handed to others so far.
     pub fn handoffs(&self) -> u64 {
-        self.handoffs.get()
+        self.metrics.borrow().handoffs()
+    }
+
+    /// Counts a request answered on `interface`, `started` being when it
+    /// arrived; the clock is read here, when its response is queued.
+    pub fn record_request(
+        &self,
+        interface: Interface,
+        method: metrics::Method,
+        status: ReplyStatus,
+        started: Instant,
+    ) {
+        self.metrics
+            .borrow_mut()
+            .record_request(interface, method, status, started.elapsed());
+    }
+
+    pub fn connection_opened(&self, interface: Interface) {
+        self.metrics.borrow_mut().connection_opened(interface);
+    }
+
+    pub fn connection_closed(&self, interface: Interface) {
+        self.metrics.borrow_mut().connection_closed(interface);
+    }
+
+    /// Counts a call forwarded to the peer node `peer` (its address).
+    pub fn record_forwarded(&self, peer: &str) {
+        self.metrics.borrow_mut().forwarded(peer);
+    }
+
+    /// Counts `n` calls to the peer node `peer` that failed with `kind`.
+    pub fn record_peer_errors(&self, peer: &str, kind: PeerError, n: u64) {
+        if n > 0 {
+            self.metrics.borrow_mut().peer_errors(peer, kind, n);
+        }
+    }
+
+    /// What a scrape reports for this shard.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            shard: self.id,
+            store: self.store.borrow().stats(),
+            metrics: self.metrics.borrow().snapshot(),
+        }
     }
 
     /// Runs `f` on this shard's store. Never hold the borrow across an await.
@@ -251,6 +305,10 @@ impl Shard {
                 Reply::Delete(store.delete(group.as_bytes(), key.as_bytes(), now))
             }
             Op::Stats => Reply::Stats(self.id, store.stats()),
+            Op::Metrics => {
+                drop(store);
+                Reply::Metrics(Box::new(self.snapshot()))
+            }
         }
     }
 
@@ -266,7 +324,7 @@ impl Shard {
                 tag,
             },
         );
-        self.handoffs.set(self.handoffs.get() + 1);
+        self.metrics.borrow_mut().handoffs_sent(1);
         self.outbox[to].borrow_mut().requests.push((token, op));
         self.outbox_ready[to].notify();
     }
