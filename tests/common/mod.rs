@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 pub mod etcd;
+pub mod http1;
 pub mod prom;
 
 pub mod pb {
