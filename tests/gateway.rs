@@ -585,4 +585,29 @@ fn gateway_off_and_port_conflicts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("--http") && err.contains("--listen"), "{err}");
+    // A second node on the first one's gateway port (SO_REUSEPORT would
+    // let it share the port silently): refused, naming the address.
+    let first = Node::start();
+    let taken = first.http_addr().to_string();
+    let out = common::server_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            &taken,
+            "--shards",
+            "1",
+            "--memory",
+            "16MiB",
+        ])
+        .output()
+        .expect("run the server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&taken) && err.contains("already listens"),
+        "{err}"
+    );
+    first.assert_healthy_blocking();
 }

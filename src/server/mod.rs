@@ -181,9 +181,33 @@ impl NodeShared {
     }
 }
 
-/// Reserves the gateway's address like the gRPC one (port 0 becomes one
-/// port for every shard). Refuses an address that would share the gRPC
-/// port: with SO_REUSEPORT both listeners would take its connections.
+/// Reserves `addr` for the shards (port 0 becomes one port for all of
+/// them). SO_REUSEPORT lets another process of the same user bind the same
+/// port and silently take half its connections (two nodes on one host
+/// left on the default --http port), so a fixed port that something
+/// already accepts on is refused: one connect on loopback at start-up.
+fn reserve(addr: SocketAddr, flag: &str) -> Result<(socket2::Socket, SocketAddr), String> {
+    if addr.port() != 0 {
+        let mut probe = addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            return Err(format!(
+                "cannot bind {flag}{addr}: another process already listens on it \
+                 (is another node running on this host? give each its own --listen and --http)"
+            ));
+        }
+    }
+    runtime::reserve_port(addr).map_err(|e| format!("cannot bind {flag}{addr}: {e}"))
+}
+
+/// Reserves the gateway's address like the gRPC one. Refuses an address
+/// that would share the gRPC port: with SO_REUSEPORT both listeners would
+/// take its connections.
 fn reserve_http(
     http: Option<SocketAddr>,
     grpc: SocketAddr,
@@ -191,8 +215,7 @@ fn reserve_http(
     let Some(want) = http else {
         return Ok(None);
     };
-    let (reservation, bound) =
-        runtime::reserve_port(want).map_err(|e| format!("cannot bind --http {want}: {e}"))?;
+    let (reservation, bound) = reserve(want, "--http ")?;
     let overlaps = bound.port() == grpc.port()
         && (bound.ip() == grpc.ip() || bound.ip().is_unspecified() || grpc.ip().is_unspecified());
     if overlaps {
@@ -206,8 +229,7 @@ fn reserve_http(
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
 pub fn run(config: NodeConfig) -> Result<(), String> {
-    let (reservation, addr) = runtime::reserve_port(config.listen)
-        .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
+    let (reservation, addr) = reserve(config.listen, "")?;
     let http_reservation = reserve_http(config.http, addr)?;
     let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
     let shards = config.shards;
