@@ -56,6 +56,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_addr)]
     pub listen: SocketAddr,
 
+    /// HTTP/1.1 gateway address (GET/PUT/DELETE /v1/{group}/{key}, /metrics,
+    /// /healthz, /readyz), served by every shard like --listen; `off`
+    /// disables it. Port 0 picks one free port shared by every shard.
+    #[arg(long, default_value = "127.0.0.1:7071", value_parser = parse_http)]
+    pub http: HttpListen,
+
     /// Number of shards (one pinned thread each). Default: the CPUs this
     /// process may run on. More shards than CPUs is allowed.
     #[arg(long, value_parser = parse_shards)]
@@ -158,6 +164,22 @@ pub struct GroupConfig {
     pub load_timeout: Duration,
     /// How long a "not found" from the origin is remembered; zero = not at all.
     pub negative_ttl: Duration,
+}
+
+/// The `--http` setting: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl HttpListen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::On(a) => Some(a),
+        }
+    }
 }
 
 /// What `main` should do, with the configuration resolved from every layer.
@@ -444,6 +466,15 @@ fn parse_hot_fraction(s: &str) -> Result<f64, String> {
             "'{s}' is not a fraction between 0 and 0.5 (e.g. 0.125)"
         )),
     }
+}
+
+fn parse_http(s: &str) -> Result<HttpListen, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(HttpListen::Off);
+    }
+    s.parse::<SocketAddr>()
+        .map(HttpListen::On)
+        .map_err(|_| format!("'{s}' is not an IP:PORT address (e.g. 127.0.0.1:7071) or `off`"))
 }
 
 fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
@@ -741,6 +772,13 @@ mod tests {
         assert_eq!(d.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(d.memory, 1 << 30);
         assert_eq!(d.max_value, 4 << 20);
+        assert_eq!(d.http, HttpListen::On("127.0.0.1:7071".parse().unwrap()));
+        let cli = Cli::try_parse_from(["shardcache", "--http", "off"]).unwrap();
+        assert_eq!(cli.serve.http, HttpListen::Off);
+        let cli = Cli::try_parse_from(["shardcache", "--http", "0.0.0.0:8080"]).unwrap();
+        assert_eq!(cli.serve.http.addr(), Some("0.0.0.0:8080".parse().unwrap()));
+        let err = Cli::try_parse_from(["shardcache", "--http", "on"]).unwrap_err();
+        assert!(err.to_string().contains("--http"), "{err}");
         let cli =
             Cli::try_parse_from(["shardcache", "serve", "--shards", "4", "--memory", "16MiB"])
                 .unwrap();

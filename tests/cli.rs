@@ -211,3 +211,20 @@ fn a_busy_port_is_reported() {
     );
     drop(holder);
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/shardcache.toml");
+    let out = run(&["check-config", "--config", path]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("http: Some(") && text.contains("10.0.0.5:7071"),
+        "{text}"
+    );
+}

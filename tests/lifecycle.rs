@@ -23,6 +23,8 @@ fn start(extra_env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
         "2",
         "--memory",
         "64MiB",
+        "--http",
+        "127.0.0.1:0",
     ])
     .stdin(Stdio::null())
     .stdout(Stdio::null())

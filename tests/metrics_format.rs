@@ -66,6 +66,7 @@ fn shards() -> Vec<ShardSnapshot> {
                     capacity_bytes: 1 << 30,
                     ..StoreStats::default()
                 },
+                hot: StoreStats::default(),
                 metrics: m.snapshot(),
             }
         })
@@ -195,8 +196,8 @@ fn scrape_parses_and_sums() {
     );
     assert_eq!(
         exp.named("shardcache_peer_errors_total").len(),
-        8,
-        "2 peers × 4 kinds"
+        2 * PeerError::ALL.len(),
+        "2 peers × every kind"
     );
     assert_eq!(
         exp.get("shardcache_singleflight_joins_total", &[]),

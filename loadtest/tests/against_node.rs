@@ -71,10 +71,15 @@ fn start_server() -> Server {
     } else {
         "127.0.0.1:0".to_string()
     };
+    let mut args = vec![
+        "serve", "--listen", &listen, "--shards", "2", "--memory", "64MiB",
+    ];
+    if !custom {
+        // Tests run side by side: no gateway on its default port.
+        args.extend(["--http", "off"]);
+    }
     let mut child = Command::new(&bin)
-        .args([
-            "serve", "--listen", &listen, "--shards", "2", "--memory", "64MiB",
-        ])
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

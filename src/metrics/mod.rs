@@ -12,7 +12,7 @@
 //! - `histogram.rs`: fixed-bucket latency histogram in nanoseconds.
 //! - `shard.rs`: one shard's counters.
 //! - `render.rs`: the text exposition format 0.0.4 and the metric families
-//!   (listed in docs/gateway-and-metrics.md).
+//!   (listed in docs/operations.md).
 
 mod histogram;
 mod render;
@@ -181,14 +181,17 @@ pub enum PeerError {
     Closed = 2,
     /// The peer answered with an error status.
     Remote = 3,
+    /// Refused before sending: too many calls already wait on the peer.
+    Overloaded = 4,
 }
 
 impl PeerError {
-    pub const ALL: [PeerError; 4] = [
+    pub const ALL: [PeerError; 5] = [
         PeerError::Connect,
         PeerError::Timeout,
         PeerError::Closed,
         PeerError::Remote,
+        PeerError::Overloaded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -197,6 +200,7 @@ impl PeerError {
             PeerError::Timeout => "timeout",
             PeerError::Closed => "closed",
             PeerError::Remote => "remote",
+            PeerError::Overloaded => "overloaded",
         }
     }
 }

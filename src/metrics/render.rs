@@ -35,6 +35,8 @@ pub const ETCD_STATES: [&str; 4] = ["not_used", "connecting", "registered", "unr
 pub struct ShardSnapshot {
     pub shard: usize,
     pub store: StoreStats,
+    /// The hot store (copies of other nodes' keys); all zero without one.
+    pub hot: StoreStats,
     pub metrics: MetricsSnapshot,
 }
 
@@ -102,9 +104,30 @@ const STORE_FAMILIES: [StoreField; 9] = [
     ),
 ];
 
+/// (name, help, field): gauges of a shard's hot store.
+type HotField = (&'static str, &'static str, fn(&StoreStats) -> u64);
+
+const HOT_STORE_FAMILIES: [HotField; 3] = [
+    (
+        "shardcache_hot_items",
+        "Hot copies of keys owned by other nodes.",
+        |s| s.items,
+    ),
+    (
+        "shardcache_hot_bytes",
+        "Bytes charged against the hot cache's budget.",
+        |s| s.bytes,
+    ),
+    (
+        "shardcache_hot_capacity_bytes",
+        "The shard's hot cache budget in bytes (0: no hot cache).",
+        |s| s.capacity_bytes,
+    ),
+];
+
 type NodeCounter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
 
-const LATER_FAMILIES: [NodeCounter; 6] = [
+const READ_THROUGH_FAMILIES: [NodeCounter; 7] = [
     (
         "shardcache_hot_hits_total",
         "Reads answered by the hot cache of keys owned by other nodes.",
@@ -120,6 +143,11 @@ const LATER_FAMILIES: [NodeCounter; 6] = [
         "shardcache_singleflight_joins_total",
         "Misses that waited for a load already in flight.",
         |m| m.singleflight_joins,
+    ),
+    (
+        "shardcache_negative_hits_total",
+        "Misses answered by a remembered not-found of the group's source.",
+        |m| m.negative_hits,
     ),
     (
         "shardcache_invalidations_sent_total",
@@ -189,6 +217,12 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
         w.family(name, kind, help);
         for (s, id) in shards.iter().zip(&ids) {
             w.sample(name, &[("shard", id)], field(&s.store));
+        }
+    }
+    for (name, help, field) in HOT_STORE_FAMILIES {
+        w.family(name, "gauge", help);
+        for (s, id) in shards.iter().zip(&ids) {
+            w.sample(name, &[("shard", id)], field(&s.hot));
         }
     }
 
@@ -316,7 +350,7 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
         }
     }
 
-    for (name, help, field) in LATER_FAMILIES {
+    for (name, help, field) in READ_THROUGH_FAMILIES {
         w.family(name, "counter", help);
         w.sample(name, &[], metrics().map(field).sum::<u64>());
     }

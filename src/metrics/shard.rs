@@ -24,6 +24,8 @@ pub struct ShardMetrics {
     pub load_errors: u64,
     /// Misses that waited for a load already in flight.
     pub singleflight_joins: u64,
+    /// Misses answered by a remembered "not found" of the group's source.
+    pub negative_hits: u64,
     pub invalidations_sent: u64,
     pub invalidations_received: u64,
 }
@@ -54,6 +56,7 @@ impl Default for ShardMetrics {
             loads: 0,
             load_errors: 0,
             singleflight_joins: 0,
+            negative_hits: 0,
             invalidations_sent: 0,
             invalidations_received: 0,
         }
@@ -98,7 +101,13 @@ impl ShardMetrics {
     }
 
     pub fn peer_error(&mut self, addr: &str, kind: PeerError) {
-        self.peer(addr).errors[kind as usize] += 1;
+        self.peer_errors(addr, kind, 1);
+    }
+
+    /// Counts `n` calls to `addr` that failed the same way at once (a
+    /// failed connect or a lost connection fails every call waiting on it).
+    pub fn peer_errors(&mut self, addr: &str, kind: PeerError, n: u64) {
+        self.peer(addr).errors[kind as usize] += n;
     }
 
     fn peer(&mut self, addr: &str) -> &mut PeerStats {

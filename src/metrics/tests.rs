@@ -103,7 +103,7 @@ fn recording() {
         (m.peers()[0].addr.as_str(), m.peers()[0].forwarded),
         ("a:1", 2)
     );
-    assert_eq!(m.peers()[1].errors, [0, 0, 0, 1]);
+    assert_eq!(m.peers()[1].errors, [0, 0, 0, 1, 0]);
     m.handoffs_sent(3);
     assert_eq!(m.handoffs(), 3);
     let snap = m.snapshot();
@@ -171,11 +171,13 @@ pub(super) fn sample_scrape() -> String {
         ShardSnapshot {
             shard: 1,
             store: store(7),
+            hot: StoreStats::default(),
             metrics: b,
         },
         ShardSnapshot {
             shard: 0,
             store: store(4),
+            hot: StoreStats::default(),
             metrics: a,
         },
     ];
@@ -273,7 +275,7 @@ fn renders_known_lines() {
     // one HELP and one TYPE per family
     let types = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = lines.iter().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((types, helps), (27, 27));
+    assert_eq!((types, helps), (31, 31));
     assert!(out.ends_with('\n'));
 }
 

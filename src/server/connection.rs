@@ -2,12 +2,17 @@
 //! state machine, each complete request becomes a gRPC call executed on this
 //! shard's store or handed to the owner shard, and every reply produced in
 //! one turn of the loop leaves in a single write.
+//!
+//! Each unary call is counted in the shard's metrics when its response is
+//! queued (method, status, time since its HEADERS arrived); a call that
+//! waits carries its method and start in [`Pending`].
 
 use super::dispatch::{self, Local};
 use super::peer_client::Peers;
 use super::streaming::Streaming;
 use super::{peer_session, NodeShared};
 use crate::config::MAX_KEY_BYTES;
+use crate::metrics::{self, Interface, ReplyStatus};
 use crate::proto;
 use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
 use crate::protocol::http2::{
@@ -68,6 +73,17 @@ impl ConnShared {
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown.get()
     }
+
+    /// True once after the idle reaper judged the connection idle.
+    pub fn take_idle(&self) -> bool {
+        self.idle.replace(false)
+    }
+
+    /// True once after each shutdown request (the first, and the final
+    /// one a shard sends to connections still open a second later).
+    pub fn take_shutdown(&self) -> bool {
+        self.shutdown.replace(false)
+    }
 }
 
 /// The connections of one shard.
@@ -78,14 +94,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn add(&self, c: Rc<ConnShared>) -> u64 {
+    pub(super) fn add(&self, c: Rc<ConnShared>) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         self.conns.borrow_mut().insert(id, c);
         id
     }
 
-    fn remove(&self, id: u64) {
+    pub(super) fn remove(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
     }
 
@@ -125,9 +141,17 @@ pub async fn reap_idle(registry: Rc<Registry>, idle_timeout: Duration) {
     }
 }
 
+/// What the metrics need to know of a call when its response is queued.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    method: metrics::Method,
+    at: Instant,
+}
+
 /// A call waiting for other shards to answer.
 struct Pending {
     deadline: Option<Instant>,
+    started: Started,
     /// For Stats: one slot per shard, filled as answers arrive.
     stats: Vec<Option<ShardCounters>>,
 }
@@ -180,6 +204,7 @@ pub async fn serve(
             peer_session::serve(&mut stream, input, shard, peers, shared.clone(), max_frame).await;
         }
         Some(Kind::Client) => {
+            shard.connection_opened(Interface::Grpc);
             let max_message = node.config.max_message();
             let mut c = Conn {
                 h2: Connection::new(settings),
@@ -204,6 +229,7 @@ pub async fn serve(
             } else {
                 c.run(&mut stream, input).await;
             }
+            c.shard.connection_closed(Interface::Grpc);
         }
         None => {}
     }
@@ -253,7 +279,7 @@ async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -
 /// Closes our side, then reads and discards until the client closes its
 /// side (bounded): closing a socket with unread input makes the kernel send
 /// RST, which can destroy responses the client has not read yet.
-async fn linger(stream: &mut Stream) {
+pub(super) async fn linger(stream: &mut Stream) {
     let _ = stream.shutdown_write().await;
     let mut buf = [0u8; 4096];
     let until = Instant::now() + LINGER;
@@ -282,9 +308,10 @@ impl Conn {
         let mut events = Vec::new();
         if !input.is_empty() {
             // The bytes read while telling a client from a peer.
-            let result = self.h2.recv(&mut input, Instant::now(), &mut events);
+            let now = Instant::now();
+            let result = self.h2.recv(&mut input, now, &mut events);
             for ev in events.drain(..) {
-                self.on_event(ev);
+                self.on_event(ev, now);
             }
             if result.is_err() {
                 let _ = stream.write_all(self.h2.output()).await;
@@ -352,9 +379,10 @@ impl Conn {
                 Wake::Read(Ok(n)) => {
                     self.shared.touch();
                     input.extend_from_slice(&rbuf[..n]);
-                    let result = self.h2.recv(&mut input, Instant::now(), &mut events);
+                    let now = Instant::now();
+                    let result = self.h2.recv(&mut input, now, &mut events);
                     for ev in events.drain(..) {
-                        self.on_event(ev);
+                        self.on_event(ev, now);
                     }
                     if let Err(e) = result {
                         tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
@@ -381,19 +409,20 @@ impl Conn {
 
     fn expire_deadlines(&mut self) {
         let now = Instant::now();
-        let expired: Vec<u32> = self
+        let expired: Vec<(u32, Started)> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
+            .map(|(&id, p)| (id, p.started))
             .collect();
-        for id in expired {
+        for (id, started) in expired {
             self.pending.remove(&id);
-            self.send_status(id, &deadline_exceeded());
+            self.send_status(id, &deadline_exceeded(), started);
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
+    /// `now`: when the bytes that completed the event were read.
+    fn on_event(&mut self, ev: Event, now: Instant) {
         match ev {
             Event::Request {
                 stream_id,
@@ -401,7 +430,14 @@ impl Conn {
                 body,
                 opened_at,
             } => self.on_request(stream_id, &headers, body, opened_at),
-            Event::RequestTooLarge { stream_id, .. } => {
+            Event::RequestTooLarge { stream_id, headers } => {
+                // The event carries no start time: the read that overflowed
+                // the limit stands in for it.
+                let method = headers
+                    .get(b":path")
+                    .and_then(Method::from_path)
+                    .map_or(metrics::Method::Other, metrics::Method::from);
+                let started = Started { method, at: now };
                 let st = Status::new(
                     Code::ResourceExhausted,
                     format!(
@@ -409,7 +445,7 @@ impl Conn {
                         self.max_message
                     ),
                 );
-                self.send_status(stream_id, &st);
+                self.send_status(stream_id, &st, started);
             }
             Event::Reset { stream_id, .. } => {
                 self.pending.remove(&stream_id);
@@ -436,23 +472,28 @@ impl Conn {
         body: Bytes,
         opened_at: Instant,
     ) {
+        let mut started = Started {
+            method: metrics::Method::Other,
+            at: opened_at,
+        };
         let call = match grpc::parse_call(headers) {
             Ok(call) => call,
-            Err(Rejection::Http(code)) => return self.send_http_status(stream_id, code),
-            Err(Rejection::Grpc(st)) => return self.send_status(stream_id, &st),
+            Err(Rejection::Http(code)) => return self.send_http_status(stream_id, code, started),
+            Err(Rejection::Grpc(st)) => return self.send_status(stream_id, &st, started),
         };
+        started.method = call.method.into();
         // The deadline runs from when the call's HEADERS arrived.
         let deadline = call.timeout.map(|t| grpc::answer_by(opened_at, t));
         if deadline.is_some_and(|d| d <= Instant::now()) {
-            return self.send_status(stream_id, &deadline_exceeded());
+            return self.send_status(stream_id, &deadline_exceeded(), started);
         }
         let payload = match grpc::unframe(body, self.max_message) {
             Ok(p) => p,
-            Err(st) => return self.send_status(stream_id, &st),
+            Err(st) => return self.send_status(stream_id, &st, started),
         };
         match call.method {
-            Method::Stats => return self.start_stats(stream_id, payload, deadline),
-            Method::HealthCheck => return self.health_check(stream_id, payload),
+            Method::Stats => return self.start_stats(stream_id, payload, deadline, started),
+            Method::HealthCheck => return self.health_check(stream_id, payload, started),
             _ => {}
         }
         let req = match proto::Request::decode(payload) {
@@ -462,11 +503,11 @@ impl Conn {
                     Code::InvalidArgument,
                     format!("malformed Request message: {e}"),
                 );
-                return self.send_status(stream_id, &st);
+                return self.send_status(stream_id, &st, started);
             }
         };
         if let Err(st) = self.validate(call.method, &req) {
-            return self.send_status(stream_id, &st);
+            return self.send_status(stream_id, &st, started);
         }
         let op = match call.method {
             Method::Get => CacheOp::Get {
@@ -509,13 +550,14 @@ impl Conn {
                 stream_id,
                 Pending {
                     deadline,
+                    started,
                     stats: Vec::new(),
                 },
             );
         } else {
             match answered {
-                Some(reply) => self.answer(stream_id, reply),
-                None => self.send_body(stream_id),
+                Some(reply) => self.answer(stream_id, reply, started),
+                None => self.send_body(stream_id, started),
             }
         }
     }
@@ -549,13 +591,19 @@ impl Conn {
         Ok(())
     }
 
-    fn start_stats(&mut self, stream_id: u32, payload: Bytes, deadline: Option<Instant>) {
+    fn start_stats(
+        &mut self,
+        stream_id: u32,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        started: Started,
+    ) {
         if let Err(e) = proto::StatsRequest::decode(payload) {
             let st = Status::new(
                 Code::InvalidArgument,
                 format!("malformed StatsRequest message: {e}"),
             );
-            return self.send_status(stream_id, &st);
+            return self.send_status(stream_id, &st, started);
         }
         let n = self.shard.shard_count();
         let mut stats = vec![None; n];
@@ -564,9 +612,13 @@ impl Conn {
             let to = ReplyTo::Conn(self.shared.mailbox.clone(), stream_id);
             self.shard.submit(other, Op::Stats, to);
         }
-        let p = Pending { deadline, stats };
+        let p = Pending {
+            deadline,
+            started,
+            stats,
+        };
         if n == 1 {
-            self.finish_stats(stream_id, &p.stats);
+            self.finish_stats(stream_id, &p.stats, started);
         } else {
             self.pending.insert(stream_id, p);
         }
@@ -574,7 +626,7 @@ impl Conn {
 
     /// gRPC health: the node ("") and `cache.Cache` are SERVING until
     /// shutdown starts, NOT_SERVING while draining; other names NOT_FOUND.
-    fn health_check(&mut self, stream_id: u32, payload: Bytes) {
+    fn health_check(&mut self, stream_id: u32, payload: Bytes, started: Started) {
         use proto::health::{
             health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
         };
@@ -585,12 +637,12 @@ impl Conn {
                     Code::InvalidArgument,
                     format!("malformed HealthCheckRequest message: {e}"),
                 );
-                return self.send_status(stream_id, &st);
+                return self.send_status(stream_id, &st, started);
             }
         };
         if !matches!(req.service.as_str(), "" | "cache.Cache") {
             let st = Status::new(Code::NotFound, format!("unknown service '{}'", req.service));
-            return self.send_status(stream_id, &st);
+            return self.send_status(stream_id, &st, started);
         }
         let status = if self.node.shutting_down.load(Ordering::Relaxed) {
             ServingStatus::NotServing
@@ -602,6 +654,7 @@ impl Conn {
             &HealthCheckResponse {
                 status: status as i32,
             },
+            started,
         );
     }
 
@@ -609,6 +662,7 @@ impl Conn {
         let Some(p) = self.pending.get_mut(&stream_id) else {
             return; // answered already (deadline) or reset by the client
         };
+        let started = p.started;
         match reply {
             Reply::Stats(shard, st) => {
                 if let Some(slot) = p.stats.get_mut(shard) {
@@ -616,41 +670,46 @@ impl Conn {
                 }
                 if p.stats.iter().all(Option::is_some) {
                     if let Some(p) = self.pending.remove(&stream_id) {
-                        self.finish_stats(stream_id, &p.stats);
+                        self.finish_stats(stream_id, &p.stats, started);
                     }
                 }
             }
             other => {
                 self.pending.remove(&stream_id);
-                self.answer(stream_id, other);
+                self.answer(stream_id, other, started);
             }
         }
     }
 
     /// Answers a key call (Get, Set, Delete) with its outcome.
-    fn answer(&mut self, stream_id: u32, reply: Reply) {
+    fn answer(&mut self, stream_id: u32, reply: Reply, started: Started) {
         match reply {
             Reply::Get(v) => {
                 self.body.clear();
                 grpc::frame_get_response(v.as_deref(), &mut self.body);
-                self.send_body(stream_id);
+                self.send_body(stream_id, started);
             }
             Reply::Set(Ok(_)) => {
-                self.reply_message(stream_id, &proto::SetResponse { stored: true })
+                self.reply_message(stream_id, &proto::SetResponse { stored: true }, started)
             }
-            Reply::Set(Err(e)) => self.send_status(stream_id, &dispatch::set_error_status(&e)),
+            Reply::Set(Err(e)) => {
+                self.send_status(stream_id, &dispatch::set_error_status(&e), started)
+            }
             Reply::Delete(deleted) => {
-                self.reply_message(stream_id, &proto::DeleteResponse { deleted })
+                self.reply_message(stream_id, &proto::DeleteResponse { deleted }, started)
             }
-            Reply::Failed(st) => self.send_status(stream_id, &st),
-            Reply::Stats(..) => {
-                let st = Status::new(Code::Internal, "a shard answered a key call with Stats");
-                self.send_status(stream_id, &st);
+            Reply::Failed(st) => self.send_status(stream_id, &st, started),
+            Reply::Stats(..) | Reply::Metrics(..) => {
+                let st = Status::new(
+                    Code::Internal,
+                    "a shard answered a key call with Stats or Metrics",
+                );
+                self.send_status(stream_id, &st, started);
             }
         }
     }
 
-    fn finish_stats(&mut self, stream_id: u32, stats: &[Option<ShardCounters>]) {
+    fn finish_stats(&mut self, stream_id: u32, stats: &[Option<ShardCounters>], started: Started) {
         let shards: Vec<proto::ShardStats> = stats
             .iter()
             .map(|s| to_proto(&s.unwrap_or_default()))
@@ -664,30 +723,38 @@ impl Conn {
             shards,
             node_id: self.node.node_id.clone(),
         };
-        self.reply_message(stream_id, &resp);
+        self.reply_message(stream_id, &resp, started);
     }
 
-    fn reply_message<M: Message>(&mut self, stream_id: u32, msg: &M) {
+    fn reply_message<M: Message>(&mut self, stream_id: u32, msg: &M, started: Started) {
         self.body.clear();
         grpc::frame_message(msg, &mut self.body);
-        self.send_body(stream_id);
+        self.send_body(stream_id, started);
     }
 
-    fn send_body(&mut self, stream_id: u32) {
+    fn send_body(&mut self, stream_id: u32, started: Started) {
         self.h2.send_response(
             stream_id,
             grpc::RESPONSE_HEADERS,
             &self.body,
             grpc::OK_TRAILERS,
         );
+        self.record(started, ReplyStatus::Grpc(Code::Ok));
     }
 
-    fn send_status(&mut self, stream_id: u32, st: &Status) {
+    fn send_status(&mut self, stream_id: u32, st: &Status, started: Started) {
         let fields = grpc::error_fields(st, &mut self.scratch);
         self.h2.send_trailers_only(stream_id, &fields);
+        self.record(started, ReplyStatus::Grpc(st.code));
     }
 
-    fn send_http_status(&mut self, stream_id: u32, code: u16) {
+    fn record(&self, started: Started, status: ReplyStatus) {
+        self.shard
+            .record_request(Interface::Grpc, started.method, status, started.at);
+    }
+
+    fn send_http_status(&mut self, stream_id: u32, code: u16, started: Started) {
+        self.record(started, ReplyStatus::Http(code));
         let code = code.to_string();
         let fields = [HeaderField {
             name: b":status",

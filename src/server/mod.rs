@@ -1,11 +1,13 @@
 //! The node: starts one pinned executor per shard, joins them into the
-//! cross-core mesh, binds every shard to the listen address (SO_REUSEPORT)
-//! and runs each shard's accept loop, cross-core sender/receiver tasks and
-//! background sweeps. The protocol work of one connection is in
-//! [`connection`].
+//! cross-core mesh, binds every shard to the gRPC listen address and the
+//! HTTP gateway address (SO_REUSEPORT) and runs each shard's accept loops,
+//! cross-core sender/receiver tasks and background sweeps. The protocol
+//! work of one connection is in [`connection`] (gRPC) and [`http`] (the
+//! gateway).
 
 mod connection;
 mod dispatch;
+mod http;
 mod peer_client;
 mod peer_session;
 mod streaming;
@@ -14,7 +16,7 @@ use crate::cluster::{self, ClusterConfig, Control, Membership, RingReceiver};
 use crate::config::ServeArgs;
 use crate::groups::{GroupSpec, Groups, HttpOrigin};
 use crate::protocol::http2::ServerSettings;
-use crate::runtime::{self, Listener, Mesh};
+use crate::runtime::{self, Listener, Mesh, Stream};
 use crate::shard::Notify;
 use crate::shard::{Batch, Router, Shard, ShardSettings};
 use crate::systemd;
@@ -40,6 +42,8 @@ const NEGATIVE_ENTRIES: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub listen: SocketAddr,
+    /// The HTTP gateway's address; None when `--http off`.
+    pub http: Option<SocketAddr>,
     pub shards: usize,
     pub cpus: Vec<usize>,
     pub memory: u64,
@@ -69,6 +73,7 @@ impl NodeConfig {
         let cpus = runtime::allowed_cpus();
         NodeConfig {
             listen: args.listen,
+            http: args.http.addr(),
             shards: args.shard_count(cpus.len()),
             cpus,
             memory: args.memory,
@@ -205,15 +210,78 @@ pub struct NodeShared {
     pub shutting_down: AtomicBool,
     /// Shards that still have connections to drain.
     pub draining: AtomicUsize,
+    /// Set by the main thread once every shard listens (on both addresses).
+    pub listening: AtomicBool,
     /// Per shard: bumped by its housekeeping task, read by the watchdog.
     pub heartbeats: Vec<AtomicU64>,
+}
+
+impl NodeShared {
+    /// Why the node is not ready to serve (`/readyz`), or None when it is:
+    /// every shard listens (which happens only once the ring is known) and
+    /// shutdown has not begun.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !self.listening.load(Ordering::Relaxed) {
+            Some("starting: not every shard listens yet")
+        } else {
+            None
+        }
+    }
+}
+
+/// Reserves `addr` for the shards (port 0 becomes one port for all of
+/// them). SO_REUSEPORT lets another process of the same user bind the same
+/// port and silently take half its connections (two nodes on one host
+/// left on the default --http port), so a fixed port that something
+/// already accepts on is refused: one connect on loopback at start-up.
+fn reserve(addr: SocketAddr, flag: &str) -> Result<(socket2::Socket, SocketAddr), String> {
+    if addr.port() != 0 {
+        let mut probe = addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            return Err(format!(
+                "cannot bind {flag}{addr}: another process already listens on it \
+                 (is another node running on this host? give each its own --listen and --http)"
+            ));
+        }
+    }
+    runtime::reserve_port(addr).map_err(|e| format!("cannot bind {flag}{addr}: {e}"))
+}
+
+/// Reserves the gateway's address like the gRPC one. Refuses an address
+/// that would share the gRPC port: with SO_REUSEPORT both listeners would
+/// take its connections.
+fn reserve_http(
+    http: Option<SocketAddr>,
+    grpc: SocketAddr,
+) -> Result<Option<(socket2::Socket, SocketAddr)>, String> {
+    let Some(want) = http else {
+        return Ok(None);
+    };
+    let (reservation, bound) = reserve(want, "--http ")?;
+    let overlaps = bound.port() == grpc.port()
+        && (bound.ip() == grpc.ip() || bound.ip().is_unspecified() || grpc.ip().is_unspecified());
+    if overlaps {
+        return Err(format!(
+            "--http {want} and --listen {grpc} share a port: give the gateway a port of its own"
+        ));
+    }
+    Ok(Some((reservation, bound)))
 }
 
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
 pub fn run(config: NodeConfig) -> Result<(), String> {
-    let (reservation, addr) = runtime::reserve_port(config.listen)
-        .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
+    let (reservation, addr) = reserve(config.listen, "")?;
+    let http_reservation = reserve_http(config.http, addr)?;
+    let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
     let shards = config.shards;
     // Registered before any shard starts so that an early SIGTERM is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -252,6 +320,7 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         open_connections: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
         draining: AtomicUsize::new(shards),
+        listening: AtomicBool::new(false),
         heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
     });
     // No shard listens before the ring is known: a node never serves a
@@ -307,7 +376,8 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
             .next()
             .ok_or_else(|| "one ring receiver per shard".to_string())?;
         let thread = runtime::spawn_shard(&format!("shard-{i}"), cpu, spin, move || async move {
-            if let Err(e) = run_shard(node, mesh, addr, cpu, (ring, ring_rx), &bound_tx).await {
+            let addrs = (addr, http_addr);
+            if let Err(e) = run_shard(node, mesh, addrs, cpu, (ring, ring_rx), &bound_tx).await {
                 let _ = bound_tx.send(Err(e));
             }
         })
@@ -322,10 +392,22 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
             Err(_) => return Err("a shard stopped during start-up".to_string()),
         }
     }
-    // Every shard listens now; the placeholder socket can let go of the port.
+    // Every shard listens now; the placeholder sockets can let go of the ports.
     drop(reservation);
+    drop(http_reservation);
+    node.listening.store(true, Ordering::SeqCst);
     tracing::info!("listening on {addr}");
-    systemd::notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    let status = match http_addr {
+        Some(h) => {
+            tracing::info!("http gateway listening on {h}");
+            format!("serving gRPC on {addr}, HTTP on {h}")
+        }
+        None => {
+            tracing::info!("http gateway off (--http off)");
+            format!("serving gRPC on {addr}")
+        }
+    };
+    systemd::notify(&format!("READY=1\nSTATUS={status}"));
     if let Some(interval) = systemd::watchdog_interval() {
         let node = node.clone();
         std::thread::spawn(move || watchdog(&node, interval));
@@ -385,7 +467,7 @@ fn watchdog(node: &NodeShared, interval: Duration) {
 async fn run_shard(
     node: Arc<NodeShared>,
     mesh: Mesh<Batch>,
-    addr: SocketAddr,
+    (addr, http_addr): (SocketAddr, Option<SocketAddr>),
     cpu: usize,
     (ring, rings): (Arc<cluster::Ring>, RingReceiver),
     bound: &mpsc::Sender<Result<usize, String>>,
@@ -420,6 +502,12 @@ async fn run_shard(
         },
         shard.clone(),
     ));
+    let http_listener = match http_addr {
+        Some(a) => {
+            Some(Listener::bind(a).map_err(|e| format!("shard {id} cannot bind --http {a}: {e}"))?)
+        }
+        None => None,
+    };
 
     for (peer, rx) in rx.into_peers() {
         let handed_over = peers.clone();
@@ -440,12 +528,13 @@ async fn run_shard(
         conns.clone(),
         node.config.idle_timeout,
     ));
-    let stop = Rc::new(Notify::default());
+    // One wake-up flag per accept loop: a Notify has a single waiter.
+    let (stop_grpc, stop_http) = (Rc::new(Notify::default()), Rc::new(Notify::default()));
     runtime::spawn(housekeeping(
         node.clone(),
         shard.clone(),
         peers.clone(),
-        stop.clone(),
+        vec![stop_grpc.clone(), stop_http.clone()],
     ));
 
     tracing::info!(
@@ -457,40 +546,38 @@ async fn run_shard(
     );
     let _ = bound.send(Ok(id));
     let settings = node.config.http2_settings();
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stop.notified().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { break };
-        match accepted {
-            Ok(stream) => {
-                let open = node.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-                let guard = connection::OpenGuard(node.clone());
-                let refuse = open > node.config.max_connections as usize;
-                runtime::spawn(connection::serve(
+    let grpc = accept_loop(listener, &stop_grpc, &node, id, |stream, refuse, guard| {
+        runtime::spawn(connection::serve(
+            stream,
+            shard.clone(),
+            peers.clone(),
+            node.clone(),
+            conns.clone(),
+            settings.clone(),
+            refuse,
+            guard,
+        ))
+    });
+    let gateway = async {
+        if let Some(l) = http_listener {
+            accept_loop(l, &stop_http, &node, id, |stream, refuse, guard| {
+                runtime::spawn(http::serve(
                     stream,
                     shard.clone(),
                     peers.clone(),
                     node.clone(),
                     conns.clone(),
-                    settings.clone(),
                     refuse,
                     guard,
-                ));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(shard = id, "accept failed: {e}");
-                runtime::sleep(Duration::from_millis(10)).await;
-            }
+                ))
+            })
+            .await;
         }
-    }
-    // Shutdown: stop listening, ask every connection to finish (GOAWAY),
-    // wait until they have, then until every shard has (cross-core calls
-    // need their owners alive).
-    drop(listener);
+    };
+    futures_lite::future::zip(grpc, gateway).await;
+    // Shutdown: the listeners are closed; ask every connection to finish
+    // (GOAWAY, or Connection: close), wait until they have, then until
+    // every shard has (cross-core calls need their owners alive).
     conns.shut_down_all();
     let mut waited = Duration::ZERO;
     while !conns.is_empty() {
@@ -510,6 +597,38 @@ async fn run_shard(
     Ok(())
 }
 
+/// Accepts on `listener` until `stop`, then drops it (the kernel refuses
+/// further connections). Each connection is counted against
+/// --max-connections and handed to `serve` with whether it is over.
+async fn accept_loop(
+    listener: Listener,
+    stop: &Notify,
+    node: &Arc<NodeShared>,
+    shard: usize,
+    mut serve: impl FnMut(Stream, bool, connection::OpenGuard),
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.notified().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok(stream) => {
+                let open = node.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+                let guard = connection::OpenGuard(node.clone());
+                serve(stream, open > node.config.max_connections as usize, guard);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(shard, "accept failed: {e}");
+                runtime::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Per-shard periodic work that must not sit on the request path: the
 /// watchdog heartbeat, picking up a new cluster ring, and noticing the
 /// node-wide shutdown flag.
@@ -517,7 +636,7 @@ async fn housekeeping(
     node: Arc<NodeShared>,
     shard: Rc<Shard>,
     peers: Rc<peer_client::Peers>,
-    stop: Rc<Notify>,
+    stops: Vec<Rc<Notify>>,
 ) {
     loop {
         runtime::sleep(HOUSEKEEPING_EVERY).await;
@@ -529,7 +648,9 @@ async fn housekeeping(
             peers.retain(&members);
         }
         if node.shutting_down.load(Ordering::SeqCst) {
-            stop.notify();
+            for stop in &stops {
+                stop.notify();
+            }
             return;
         }
     }

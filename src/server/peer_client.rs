@@ -19,7 +19,11 @@
 //!   that long drops the connection;
 //! - at most [`MAX_IN_FLIGHT`] calls wait on one peer; more are refused
 //!   (UNAVAILABLE) instead of queueing without bound.
+//!
+//! Every forwarded call and every failed one is counted in the shard's
+//! metrics (`forwarded_requests_total`, `peer_errors_total` by kind).
 
+use crate::metrics::PeerError;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
 use crate::protocol::CacheOp;
@@ -53,6 +57,7 @@ pub struct PeerSettings {
 /// One shard's clients, one per peer node it has talked to.
 pub struct Peers {
     settings: PeerSettings,
+    /// The shard these clients belong to: where their metrics go.
     shard: Rc<Shard>,
     clients: RefCell<hashbrown::HashMap<SocketAddr, Rc<PeerClient>>>,
 }
@@ -139,6 +144,8 @@ struct PeerClient {
     shard: Rc<Shard>,
     /// "node-id (addr)", for messages.
     name: String,
+    /// The address as text: the `peer` label of its metrics.
+    label: String,
     settings: PeerSettings,
     state: Cell<State>,
     backoff: Cell<Duration>,
@@ -169,6 +176,7 @@ impl PeerClient {
             addr,
             shard,
             name,
+            label: addr.to_string(),
             settings,
             state: Cell::new(State::Idle),
             backoff: Cell::new(BACKOFF_MIN),
@@ -184,18 +192,25 @@ impl PeerClient {
 
     fn call(self: &Rc<Self>, op: CacheOp, deadline: Option<Instant>, reply_to: ReplyTo) {
         let now = Instant::now();
-        let fail = |st: Status| self.shard.reply(reply_to.clone(), Reply::Failed(st));
-        if let Some(st) = self.refusal(now) {
-            return fail(st);
+        self.shard.record_forwarded(&self.label);
+        let fail = |kind: PeerError, st: Status| {
+            self.shard.record_peer_errors(&self.label, kind, 1);
+            self.shard.reply(reply_to.clone(), Reply::Failed(st));
+        };
+        if let Some((kind, st)) = self.refusal(now) {
+            return fail(kind, st);
         }
         if self.waiting.borrow().len() >= MAX_IN_FLIGHT {
-            return fail(Status::new(
-                Code::Unavailable,
-                format!(
-                    "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
-                    self.name
+            return fail(
+                PeerError::Overloaded,
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
+                        self.name
+                    ),
                 ),
-            ));
+            );
         }
         let timeout_at = now + self.settings.timeout;
         let (deadline, client_deadline) = match deadline {
@@ -237,22 +252,25 @@ impl PeerClient {
     }
 
     /// Why a call cannot be sent now: the peer left, or it is in backoff.
-    fn refusal(&self, now: Instant) -> Option<Status> {
+    fn refusal(&self, now: Instant) -> Option<(PeerError, Status)> {
         if self.closed.get() {
-            return Some(Status::new(
-                Code::Unavailable,
-                format!("{} left the cluster", self.name),
+            return Some((
+                PeerError::Closed,
+                Status::new(Code::Unavailable, format!("{} left the cluster", self.name)),
             ));
         }
         if let State::Down { until } = self.state.get() {
             if now < until {
-                return Some(Status::new(
-                    Code::Unavailable,
-                    format!(
-                        "{} is unreachable ({}); retrying in {} ms",
-                        self.name,
-                        self.last_error.borrow(),
-                        until.duration_since(now).as_millis()
+                return Some((
+                    PeerError::Connect,
+                    Status::new(
+                        Code::Unavailable,
+                        format!(
+                            "{} is unreachable ({}); retrying in {} ms",
+                            self.name,
+                            self.last_error.borrow(),
+                            until.duration_since(now).as_millis()
+                        ),
                     ),
                 ));
             }
@@ -275,11 +293,13 @@ impl PeerClient {
         self.wake.notify();
     }
 
-    /// Fails every waiting call with `status`.
-    fn fail_all(&self, status: &Status) {
+    /// Fails every waiting call with `status`, counted as `kind`.
+    fn fail_all(&self, kind: PeerError, status: &Status) {
         self.out.borrow_mut().clear();
         self.deadlines.borrow_mut().clear();
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        self.shard
+            .record_peer_errors(&self.label, kind, waiting.len() as u64);
         for (_, w) in waiting {
             self.shard.reply(w.reply_to, Reply::Failed(status.clone()));
         }
@@ -296,6 +316,8 @@ impl PeerClient {
             let Some(w) = self.waiting.borrow_mut().remove(&id) else {
                 continue; // answered already
             };
+            self.shard
+                .record_peer_errors(&self.label, PeerError::Timeout, 1);
             let st = if w.client_deadline {
                 Status::new(
                     Code::DeadlineExceeded,
@@ -329,7 +351,11 @@ impl PeerClient {
             }
             PeerReply::Set { created } => Reply::Set(Ok(created)),
             PeerReply::Delete(d) => Reply::Delete(d),
-            PeerReply::Error(st) => Reply::Failed(st),
+            PeerReply::Error(st) => {
+                self.shard
+                    .record_peer_errors(&self.label, PeerError::Remote, 1);
+                Reply::Failed(st)
+            }
         };
         self.shard.reply(w.reply_to, reply);
     }
@@ -347,10 +373,13 @@ impl PeerClient {
                     until: Instant::now() + backoff,
                 });
                 tracing::warn!(peer = %self.addr, "cannot connect to {}: {e}", self.name);
-                self.fail_all(&Status::new(
-                    Code::Unavailable,
-                    format!("cannot connect to {}: {e}", self.name),
-                ));
+                self.fail_all(
+                    PeerError::Connect,
+                    &Status::new(
+                        Code::Unavailable,
+                        format!("cannot connect to {}: {e}", self.name),
+                    ),
+                );
                 return;
             }
         };
@@ -367,7 +396,7 @@ impl PeerClient {
             )
         };
         // Calls made from now on start a new connection.
-        self.fail_all(&st);
+        self.fail_all(PeerError::Closed, &st);
     }
 
     async fn session(&self, mut stream: Stream) -> String {

@@ -141,9 +141,9 @@ fn encode(out: &mut Vec<u8>, id: u32, reply: Reply) {
         Reply::Set(Err(e)) => PeerReply::Error(dispatch::set_error_status(&e)),
         Reply::Delete(d) => PeerReply::Delete(d),
         Reply::Failed(st) => PeerReply::Error(st),
-        Reply::Stats(..) => PeerReply::Error(Status::new(
+        Reply::Stats(..) | Reply::Metrics(..) => PeerReply::Error(Status::new(
             Code::Internal,
-            "a shard answered a key request with Stats",
+            "a shard answered a key request with Stats or Metrics",
         )),
     };
     peer::encode_reply(out, id, &r);

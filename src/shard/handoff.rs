@@ -41,7 +41,7 @@ impl Shard {
     }
 
     fn send(&self, to: usize, op: Op, token: u64) {
-        self.handoffs.set(self.handoffs.get() + 1);
+        self.metrics.borrow_mut().handoffs_sent(1);
         self.outbox[to].borrow_mut().requests.push((token, op));
         self.outbox_ready[to].notify();
     }
@@ -98,6 +98,10 @@ impl Shard {
                 match op {
                     Op::Stats => {
                         let reply = Reply::Stats(self.id, self.counters());
+                        self.reply(ReplyTo::Shard { shard: from, token }, reply);
+                    }
+                    Op::Metrics => {
+                        let reply = Reply::Metrics(Box::new(self.snapshot()));
                         self.reply(ReplyTo::Shard { shard: from, token }, reply);
                     }
                     Op::Invalidate { group, key } => self.invalidate(&group, &key),

@@ -15,6 +15,10 @@
 //! requests when another node does. The read-through state of the keys it
 //! owns (loads in flight, remembered "not found" answers) lives here too;
 //! the server runs the loads (`server/dispatch.rs`).
+//!
+//! A shard also owns its [`ShardMetrics`]: recorded by its own thread
+//! through the small methods below (no atomics, no allocation), and read
+//! by a scrape as an [`Op::Metrics`] like any other cross-core request.
 
 mod handoff;
 mod notify;
@@ -24,6 +28,7 @@ pub use notify::{Mailbox, Notify};
 
 use crate::cluster::{Ring, RingReceiver};
 use crate::groups::{Groups, NegativeCache, SingleFlight};
+use crate::metrics::{self, Interface, PeerError, ReplyStatus, ShardMetrics, ShardSnapshot};
 use crate::protocol::grpc::Status;
 use crate::protocol::CacheOp;
 use crate::runtime::MeshSender;
@@ -50,6 +55,8 @@ pub enum Op {
     Stats,
     /// Drop the hot copy of (group, key): its owner changed it. No reply.
     Invalidate { group: String, key: String },
+    /// A scrape: the shard's store counters and a copy of its metrics.
+    Metrics,
 }
 
 /// The outcome of an [`Op`], from a shard of this node or from the node
@@ -62,6 +69,9 @@ pub enum Reply {
     Delete(bool),
     /// The answering shard's index and counters.
     Stats(usize, ShardCounters),
+    /// The answer to [`Op::Metrics`]. Boxed: a snapshot is kilobytes, and
+    /// every other reply stays small in batches and mailboxes.
+    Metrics(Box<ShardSnapshot>),
     /// The call failed elsewhere: the owner node answered with this status,
     /// or it (or the group's source) could not be reached.
     Failed(Status),
@@ -161,21 +171,6 @@ pub struct ShardCounters {
     pub invalidations_received: u64,
 }
 
-/// The read-through counters a shard keeps besides its stores'.
-#[derive(Default)]
-struct Counters {
-    loads: Cell<u64>,
-    load_errors: Cell<u64>,
-    joins: Cell<u64>,
-    negative_hits: Cell<u64>,
-    invalidations_sent: Cell<u64>,
-    invalidations_received: Cell<u64>,
-}
-
-fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
-}
-
 /// A hot copy is admitted after a fetch with this chance (1 in N): a key
 /// read often gets in after a few reads, a key read once rarely does.
 const HOT_ADMIT_ONE_IN: u64 = 8;
@@ -192,7 +187,6 @@ pub struct Shard {
     groups: Groups,
     flights: RefCell<SingleFlight<(String, String), ReplyTo>>,
     negative: RefCell<NegativeCache>,
-    counters: Counters,
     epoch: Instant,
     mesh: MeshSender<Batch>,
     /// Per destination shard: what this turn has to send, and the wake-up
@@ -202,7 +196,8 @@ pub struct Shard {
     /// Token of a request handed to another shard → where its answer goes.
     waiting: RefCell<hashbrown::HashMap<u64, ReplyTo>>,
     next_token: Cell<u64>,
-    handoffs: Cell<u64>,
+    /// This shard's counters; only its own thread records or reads them.
+    metrics: RefCell<ShardMetrics>,
     me: SocketAddr,
     /// The cluster ring this shard routes by, replaced (never mutated)
     /// when the control plane publishes a new one on `rings`.
@@ -228,14 +223,13 @@ impl Shard {
             groups: settings.groups,
             flights: RefCell::new(SingleFlight::default()),
             negative: RefCell::new(NegativeCache::new(settings.negative_entries)),
-            counters: Counters::default(),
             epoch: Instant::now(),
             mesh,
             outbox: (0..n).map(|_| RefCell::new(Batch::default())).collect(),
             outbox_ready: (0..n).map(|_| Notify::default()).collect(),
             waiting: RefCell::new(hashbrown::HashMap::new()),
             next_token: Cell::new(0),
-            handoffs: Cell::new(0),
+            metrics: RefCell::new(ShardMetrics::new()),
             me: settings.me,
             ring: RefCell::new(settings.ring),
             rings: settings.rings,
@@ -336,7 +330,54 @@ impl Shard {
 
     /// Requests this shard handed to others so far.
     pub fn handoffs(&self) -> u64 {
-        self.handoffs.get()
+        self.metrics.borrow().handoffs()
+    }
+
+    /// Counts a request answered on `interface`, `started` being when it
+    /// arrived; the clock is read here, when its response is queued.
+    pub fn record_request(
+        &self,
+        interface: Interface,
+        method: metrics::Method,
+        status: ReplyStatus,
+        started: Instant,
+    ) {
+        self.metrics
+            .borrow_mut()
+            .record_request(interface, method, status, started.elapsed());
+    }
+
+    pub fn connection_opened(&self, interface: Interface) {
+        self.metrics.borrow_mut().connection_opened(interface);
+    }
+
+    pub fn connection_closed(&self, interface: Interface) {
+        self.metrics.borrow_mut().connection_closed(interface);
+    }
+
+    /// Counts a call forwarded to the peer node `peer` (its address).
+    pub fn record_forwarded(&self, peer: &str) {
+        self.metrics.borrow_mut().forwarded(peer);
+    }
+
+    /// Counts `n` calls to the peer node `peer` that failed with `kind`.
+    pub fn record_peer_errors(&self, peer: &str, kind: PeerError, n: u64) {
+        if n > 0 {
+            self.metrics.borrow_mut().peer_errors(peer, kind, n);
+        }
+    }
+
+    /// What a scrape reports for this shard.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        let hot = self.with_hot(|h| h.stats()).unwrap_or_default();
+        let mut metrics = self.metrics.borrow().snapshot();
+        metrics.hot_hits = hot.hits;
+        ShardSnapshot {
+            shard: self.id,
+            store: self.store.borrow().stats(),
+            hot,
+            metrics,
+        }
     }
 
     /// Runs `f` on this shard's store. Never hold the borrow across an await.
@@ -395,42 +436,44 @@ impl Shard {
     }
 
     pub fn count_load(&self, failed: bool) {
-        bump(&self.counters.loads, 1);
+        let mut m = self.metrics.borrow_mut();
+        m.loads += 1;
         if failed {
-            bump(&self.counters.load_errors, 1);
+            m.load_errors += 1;
         }
     }
 
     pub fn count_join(&self) {
-        bump(&self.counters.joins, 1);
+        self.metrics.borrow_mut().singleflight_joins += 1;
     }
 
     pub fn count_negative_hit(&self) {
-        bump(&self.counters.negative_hits, 1);
+        self.metrics.borrow_mut().negative_hits += 1;
     }
 
     pub fn count_invalidations_sent(&self, n: u64) {
-        bump(&self.counters.invalidations_sent, n);
+        self.metrics.borrow_mut().invalidations_sent += n;
     }
 
     /// Executes an invalidation from the key's owner.
     pub fn invalidate(&self, group: &str, key: &str) {
-        bump(&self.counters.invalidations_received, 1);
+        self.metrics.borrow_mut().invalidations_received += 1;
         self.drop_hot(group, key);
     }
 
-    /// This shard's counters, for Stats and metrics.
+    /// This shard's counters, for Stats.
     pub fn counters(&self) -> ShardCounters {
-        let c = &self.counters;
+        let m = self.metrics.borrow();
+        let hot = self.with_hot(|h| h.stats()).unwrap_or_default();
         ShardCounters {
             store: self.store.borrow().stats(),
-            hot: self.with_hot(|h| h.stats()).unwrap_or_default(),
-            loads: c.loads.get(),
-            load_errors: c.load_errors.get(),
-            singleflight_joins: c.joins.get(),
-            negative_hits: c.negative_hits.get(),
-            invalidations_sent: c.invalidations_sent.get(),
-            invalidations_received: c.invalidations_received.get(),
+            hot,
+            loads: m.loads,
+            load_errors: m.load_errors,
+            singleflight_joins: m.singleflight_joins,
+            negative_hits: m.negative_hits,
+            invalidations_sent: m.invalidations_sent,
+            invalidations_received: m.invalidations_received,
         }
     }
 

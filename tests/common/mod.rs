@@ -1,7 +1,8 @@
 //! Shared harness for the integration tests.
 //!
-//! * [`Node`]: starts one `shardcache serve` process on its own port and
-//!   kills it (SIGKILL + wait) when dropped. The binary is
+//! * [`Node`]: starts one `shardcache serve` process on its own port (and
+//!   its HTTP gateway on another, `Node::http`) and kills it (SIGKILL +
+//!   wait) when dropped. The binary is
 //!   `CARGO_BIN_EXE_shardcache` unless `SHARDCACHE_TEST_BIN` names another
 //!   server of the same contract and CLI (e.g. shared/bench's tonic-ref).
 //!   stderr is drained by a thread for the whole life of the child; its last
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 pub mod etcd;
+pub mod http1;
 pub mod origin;
 pub mod prom;
 
@@ -79,10 +81,14 @@ pub fn server_command() -> Command {
     cmd
 }
 
-/// Builder for a [`Node`]: `--shards 2 --memory 64MiB --max-value 4MiB` by default.
+/// Builder for a [`Node`]: `--shards 2 --memory 64MiB --max-value 4MiB`
+/// by default, and `--http 127.0.0.1:0` for our binary (never the default
+/// port 7071, which concurrent tests would share through SO_REUSEPORT).
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
     shards: usize,
+    /// The `--http` value; None passes no flag (another server under test).
+    http: Option<String>,
     memory: String,
     max_value: String,
     node_id: Option<String>,
@@ -95,6 +101,7 @@ impl Default for NodeBuilder {
     fn default() -> Self {
         NodeBuilder {
             shards: 2,
+            http: (!external_bin()).then(|| "127.0.0.1:0".to_string()),
             memory: "64MiB".into(),
             max_value: "4MiB".into(),
             node_id: None,
@@ -120,6 +127,11 @@ impl NodeBuilder {
     }
     pub fn node_id(mut self, id: &str) -> Self {
         self.node_id = Some(id.into());
+        self
+    }
+    /// The `--http` value: an address, or "off".
+    pub fn http(mut self, v: &str) -> Self {
+        self.http = Some(v.into());
         self
     }
     /// A fixed listen address (default: port 0, the node picks one).
@@ -206,6 +218,12 @@ impl Starting {
 /// A running server process on its own port.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The HTTP gateway's address, from `http gateway listening on ADDR`;
+    /// None when the gateway is off (or not asked for).
+    pub http: Option<SocketAddr>,
+    /// Whether to wait for the gateway's line at start-up.
+    http_expected: bool,
+    http_seen: Arc<Mutex<Option<SocketAddr>>>,
     pub node_id: String,
     pub shards: usize,
     pid: u32,
@@ -271,6 +289,10 @@ impl Node {
         if b.subcommand {
             args.push("serve".into());
         }
+        if let Some(h) = &b.http {
+            args.push("--http".into());
+            args.push(h.clone());
+        }
         for (k, v) in [
             ("--listen", listen.clone()),
             ("--shards", b.shards.to_string()),
@@ -293,9 +315,11 @@ impl Node {
         let pid = child.id();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let http_seen = Arc::new(Mutex::new(None));
         let (tx, rx) = mpsc::channel();
         {
             let log = log.clone();
+            let http_seen = http_seen.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stderr);
                 let mut buf = Vec::new();
@@ -307,7 +331,9 @@ impl Node {
                         Ok(_) => {}
                     }
                     let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    if !announced && line.contains("listening on ") {
+                    if line.contains("http gateway listening on ") {
+                        *http_seen.lock().unwrap() = parse_listening(&line);
+                    } else if !announced && line.contains("listening on ") {
                         announced = true;
                         let _ = tx.send(StartEvent::Listening(line.clone()));
                     }
@@ -322,6 +348,9 @@ impl Node {
         }
         let node = Node {
             addr: "127.0.0.1:1".parse().unwrap(),
+            http: None,
+            http_expected: b.http.as_deref().is_some_and(|h| h != "off"),
+            http_seen,
             node_id,
             shards: b.shards,
             pid,
@@ -371,6 +400,16 @@ impl Node {
             })
         };
         assert_ne!(self.addr.port(), 0, "the node logged port 0: {line:?}");
+        // The gateway's line follows the gRPC one at once.
+        while self.http_expected && self.http.is_none() {
+            self.http = *self.http_seen.lock().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "the node never logged `http gateway listening on ADDR`\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if external {
             // Another server may log before it binds: wait until it accepts.
             // (Not done for our binary: its line means every shard accepts,
@@ -397,6 +436,17 @@ impl Node {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The gateway's address; panics when the node has none.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .unwrap_or_else(|| panic!("this node has no HTTP gateway\n{}", self.log_tail()))
+    }
+
+    /// `http://ADDR` of the gateway, for HTTP clients.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr())
     }
 
     /// The last lines the server wrote to stderr.
