@@ -13,9 +13,11 @@
 //! - [`shard`]: a core's state, key routing and cross-core hand-off.
 //! - [`server`]: start-up, shutdown and the per-connection loop that composes them.
 //! - [`systemd`]: sd_notify (READY, STOPPING, WATCHDOG).
+//! - [`embed`]: a node inside another program, with loaders given in code.
 
 pub mod cluster;
 pub mod config;
+pub mod embed;
 pub mod gateway;
 pub mod groups;
 pub mod metrics;

@@ -15,6 +15,11 @@ fn main() -> ExitCode {
         Action::Serve(a) => a,
         Action::CheckConfig(a) => {
             let c = server::NodeConfig::from_args(&a);
+            // Origins are resolved too, as the node would at start-up.
+            if let Err(e) = c.group_specs() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             println!("configuration is valid:\n{c:#?}");
             return ExitCode::SUCCESS;
         }

@@ -119,8 +119,15 @@ where
 }
 
 /// Runs a task on the current shard; it lives on after the handle is dropped.
+/// It starts at the executor's next turn, never inside the caller (glommio
+/// would poll it at once, while the caller may still hold borrows the task
+/// needs).
 pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
-    glommio::spawn_local(fut).detach();
+    glommio::spawn_local(async move {
+        futures_lite::future::yield_now().await;
+        fut.await
+    })
+    .detach();
 }
 
 /// Lets other tasks of this shard run if this one has had the CPU long enough.

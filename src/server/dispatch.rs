@@ -158,7 +158,8 @@ fn serve_owned(
                 return false;
             }
             let id = (group, key);
-            match shard.flights().join(id.clone(), reply_to()) {
+            let joined = shard.flights().join(id.clone(), reply_to());
+            match joined {
                 Join::Lead => runtime::spawn(load(shard.clone(), spec, id.0, id.1)),
                 Join::Follow => shard.count_join(),
             }

@@ -107,9 +107,8 @@ impl NodeConfig {
         (per_shard - hot, hot)
     }
 
-    /// The declared groups, their origins resolved; `loaders` (a program
-    /// that embeds a node) override or add groups by name.
-    pub fn groups(&self) -> Result<Groups, String> {
+    /// The groups of the config file, their origins resolved.
+    pub fn group_specs(&self) -> Result<Vec<GroupSpec>, String> {
         let max_body = usize::try_from(self.max_value).unwrap_or(usize::MAX);
         let mut specs = Vec::new();
         for g in &self.groups {
@@ -131,7 +130,7 @@ impl NodeConfig {
                 negative_ttl: g.negative_ttl,
             });
         }
-        Ok(Groups::new(specs))
+        Ok(specs)
     }
 
     /// Where the member list comes from.
@@ -279,18 +278,49 @@ fn reserve_http(
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
 pub fn run(config: NodeConfig) -> Result<(), String> {
-    let (reservation, addr) = reserve(config.listen, "")?;
-    let http_reservation = reserve_http(config.http, addr)?;
-    let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
-    let shards = config.shards;
     // Registered before any shard starts so that an early SIGTERM is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Signals go to a thread of their own, so that SIGTERM also works
+    // while the node waits for etcd.
+    let (signal_tx, signal_rx) = mpsc::channel::<i32>();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if signal_tx.send(sig).is_err() {
+                return;
+            }
+        }
+    });
+    serve(config, Hooks::default(), signal_rx)
+}
+
+/// What a program that embeds a node adds to it (see `crate::embed`).
+#[derive(Default)]
+pub struct Hooks {
+    /// Groups whose loader is code; they override file groups of the same name.
+    pub loaders: Vec<GroupSpec>,
+    /// Told the gRPC and HTTP addresses once every shard listens.
+    pub on_listening: Option<mpsc::Sender<(SocketAddr, Option<SocketAddr>)>>,
+    /// An embedded node never ends its host process: no exit on a second
+    /// stop request or on --shutdown-timeout.
+    pub embedded: bool,
+}
+
+/// Runs a node until a stop request (a signal number) arrives on `stop`
+/// and its shards have drained.
+pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Result<(), String> {
+    let signal_rx = stop;
+    let (reservation, addr) = reserve(config.listen, "")?;
+    let http_reservation = reserve_http(config.http, addr)?;
+    let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
+    let shards = config.shards;
     let (advertise, node_id) = config.identity(addr)?;
-    let groups = config.groups()?;
+    let mut specs = config.group_specs()?;
+    specs.extend(hooks.loaders);
+    let groups = Groups::new(specs);
     let (control, rings) = Control::start(
         ClusterConfig {
             node_id: node_id.clone(),
@@ -301,16 +331,6 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         },
         shards,
     )?;
-    // Signals go to a thread of their own from now on, so that SIGTERM
-    // also works while the node waits for etcd.
-    let (signal_tx, signal_rx) = mpsc::channel::<i32>();
-    std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if signal_tx.send(sig).is_err() {
-                return;
-            }
-        }
-    });
     let node = Arc::new(NodeShared {
         node_id,
         advertise,
@@ -408,6 +428,9 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
         }
     };
     systemd::notify(&format!("READY=1\nSTATUS={status}"));
+    if let Some(tx) = hooks.on_listening {
+        let _ = tx.send((addr, http_addr));
+    }
     if let Some(interval) = systemd::watchdog_interval() {
         let node = node.clone();
         std::thread::spawn(move || watchdog(&node, interval));
@@ -419,18 +442,20 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
     let first = signal_rx.recv().ok();
     tracing::info!(signal = ?first, "shutting down: leaving the cluster, then finishing calls in flight");
     systemd::notify("STOPPING=1\nSTATUS=draining");
-    std::thread::spawn(move || {
-        if let Ok(sig) = signal_rx.recv() {
-            tracing::warn!(signal = sig, "second signal: exiting now");
-            std::process::exit(1);
-        }
-    });
-    let timeout = node.config.shutdown_timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        tracing::warn!("shutdown timeout ({timeout:?}) reached: exiting with calls still open");
-        std::process::exit(0);
-    });
+    if !hooks.embedded {
+        std::thread::spawn(move || {
+            if let Ok(sig) = signal_rx.recv() {
+                tracing::warn!(signal = sig, "second signal: exiting now");
+                std::process::exit(1);
+            }
+        });
+        let timeout = node.config.shutdown_timeout;
+        std::thread::spawn(move || {
+            std::thread::sleep(timeout);
+            tracing::warn!("shutdown timeout ({timeout:?}) reached: exiting with calls still open");
+            std::process::exit(0);
+        });
+    }
     node.control.shutdown();
     node.shutting_down.store(true, Ordering::SeqCst);
     for t in threads {
