@@ -11,9 +11,10 @@
 
 mod common;
 
+use common::cluster::{loopback as addr, ring_of, rt, static_cluster};
 use common::etcd::Etcd;
 use common::{req, set_req, CacheClient, Node, Starting};
-use shardcache::cluster::{Member, Ring};
+use shardcache::cluster::Ring;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -21,22 +22,6 @@ use tonic::transport::Channel;
 const TTL_S: u64 = 2;
 /// Upper bound of a wait for something that normally takes well under a second.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn ring_of(addrs: &[SocketAddr]) -> Ring {
-    let members = addrs
-        .iter()
-        .map(|&a| Member {
-            node_id: a.to_string(),
-            addr: a,
-            shards: 2,
-        })
-        .collect();
-    Ring::new(1, members, 160).expect("a ring of at least one node")
-}
 
 /// The members count of the last ring a node logged ("cluster ring: ...
 /// members=N").
@@ -83,37 +68,6 @@ fn etcd_node(etcd: &Etcd, prefix: &str, id: &str, port: u16, ttl_s: u64) -> Star
             &format!("{ttl_s}s"),
         ])
         .spawn()
-}
-
-fn static_cluster(n: usize, extra: &[&str]) -> (Vec<Node>, Vec<SocketAddr>) {
-    let addrs: Vec<SocketAddr> = (0..n).map(|_| addr(common::free_port())).collect();
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let mut args = vec!["--peers", &peers];
-            args.extend_from_slice(extra);
-            Node::builder()
-                .node_id(&format!("static-{i}"))
-                .listen(a)
-                .args(&args)
-                .start()
-        })
-        .collect();
-    (nodes, addrs)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn clients(nodes: &[&Node]) -> Vec<CacheClient<Channel>> {
@@ -206,7 +160,7 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn static_peers_any_node_answers_and_each_key_lives_on_its_owner() {
-    let (nodes, addrs) = static_cluster(3, &[]);
+    let (nodes, addrs) = static_cluster(3, "static-", &[]);
     let refs: Vec<&Node> = nodes.iter().collect();
     let ids = ["static-0", "static-1", "static-2"];
     rt().block_on(async {
@@ -266,7 +220,7 @@ fn static_peers_any_node_answers_and_each_key_lives_on_its_owner() {
 
 #[test]
 fn a_dead_peer_fails_fast_naming_it_and_other_keys_are_unaffected() {
-    let (nodes, addrs) = static_cluster(3, &[]);
+    let (nodes, addrs) = static_cluster(3, "static-", &[]);
     let ring = ring_of(&addrs);
     let ks = keys("d", 300);
     let (dead_keys, live_keys): (Vec<String>, Vec<String>) = ks
@@ -298,7 +252,7 @@ fn a_dead_peer_fails_fast_naming_it_and_other_keys_are_unaffected() {
 
 #[test]
 fn a_stalled_peer_ends_calls_by_their_deadline_and_holds_up_nobody_else() {
-    let (nodes, addrs) = static_cluster(3, &["--peer-timeout", "1s"]);
+    let (nodes, addrs) = static_cluster(3, "static-", &["--peer-timeout", "1s"]);
     let ring = ring_of(&addrs);
     let ks = keys("st", 300);
     let (stalled_keys, live_keys): (Vec<String>, Vec<String>) = ks

@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::cluster::{ring_of, static_cluster};
 use common::http1::Conn;
 use common::prom::{self, Exposition};
 use common::{block_on, get, req, set, set_req, stats, Node};
-use shardcache::cluster::{Member, Ring};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -280,39 +280,9 @@ fn a_node_waiting_for_a_stopped_etcd_does_not_listen_so_is_never_ready() {
     }
 }
 
-fn ring_of(addrs: &[SocketAddr]) -> Ring {
-    let members = addrs
-        .iter()
-        .map(|&a| Member {
-            node_id: a.to_string(),
-            addr: a,
-            shards: 2,
-        })
-        .collect();
-    Ring::new(1, members, 160).expect("a ring of at least one node")
-}
-
 #[test]
 fn gateway_in_a_static_cluster_forwards_to_the_owner_and_counts_it() {
-    let addrs: Vec<SocketAddr> = (0..3)
-        .map(|_| SocketAddr::from(([127, 0, 0, 1], common::free_port())))
-        .collect();
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes: Vec<Node> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            Node::builder()
-                .node_id(&format!("gw-{i}"))
-                .listen(a)
-                .args(&["--peers", &peers])
-                .start()
-        })
-        .collect();
+    let (nodes, addrs) = static_cluster(3, "gw-", &[]);
     let ring = ring_of(&addrs);
     let owner = |k: &str| {
         let addr = ring.owner(b"", k.as_bytes()).addr;

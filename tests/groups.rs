@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::cluster::{ring_of, rt, static_cluster};
 use common::origin::Origin;
 use common::{req, set_req, CacheClient, Node};
-use shardcache::cluster::{Member, Ring};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,53 +29,12 @@ fn groups_toml(origin: &Origin, load_timeout: &str, negative_ttl: &str) -> Strin
     )
 }
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// Three nodes of a static cluster reading `config`.
 fn cluster(name: &str, config: &str, extra: &[&str]) -> (Vec<Node>, Vec<SocketAddr>) {
     let path = config_file(name, config);
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| addr(common::free_port())).collect();
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let mut args = vec!["--config", path.to_str().unwrap(), "--peers", &peers];
-            args.extend_from_slice(extra);
-            Node::builder()
-                .node_id(&format!("g{i}"))
-                .listen(a)
-                .args(&args)
-                .start()
-        })
-        .collect();
-    (nodes, addrs)
-}
-
-fn ring_of(addrs: &[SocketAddr]) -> Ring {
-    let members = addrs
-        .iter()
-        .map(|&a| Member {
-            node_id: a.to_string(),
-            addr: a,
-            shards: 2,
-        })
-        .collect();
-    Ring::new(1, members, 160).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    static_cluster(3, "g", &args)
 }
 
 async fn get(

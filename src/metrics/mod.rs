@@ -112,44 +112,23 @@ const HTTP_STATUSES: [u16; 17] = [
 /// statuses above, and "other".
 pub(crate) const STATUS_SLOTS: usize = 17 + HTTP_STATUSES.len() + 1;
 
-/// The `status` label of each slot.
-const STATUS_LABELS: [&str; STATUS_SLOTS] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-    "200",
-    "201",
-    "204",
-    "400",
-    "404",
-    "405",
-    "408",
-    "413",
-    "415",
-    "429",
-    "431",
-    "500",
-    "501",
-    "502",
-    "503",
-    "504",
-    "505",
-    "other",
+/// The `status` label of each HTTP slot, and of "other".
+const HTTP_LABELS: [&str; 18] = [
+    "200", "201", "204", "400", "404", "405", "408", "413", "415", "429", "431", "500", "501",
+    "502", "503", "504", "505", "other",
 ];
+
+/// The `status` label of counter slot `slot`: a gRPC code's name, an HTTP
+/// status, or "other".
+pub(crate) fn status_label(slot: usize) -> &'static str {
+    match u32::try_from(slot).ok().and_then(Code::from_u32) {
+        Some(code) => code.name(),
+        None => HTTP_LABELS
+            .get(slot.saturating_sub(17))
+            .copied()
+            .unwrap_or("other"),
+    }
+}
 
 impl ReplyStatus {
     fn slot(self) -> usize {
@@ -166,7 +145,7 @@ impl ReplyStatus {
 
     /// The `status` label: the gRPC code name, or the HTTP status.
     pub fn label(self) -> &'static str {
-        STATUS_LABELS[self.slot()]
+        status_label(self.slot())
     }
 }
 

@@ -8,9 +8,7 @@
 //! appear once they are nonzero. Per-shard series carry `shard`; the rest
 //! are summed over the shards.
 
-use super::{
-    Histogram, Interface, Method, MetricsSnapshot, PeerError, STATUS_LABELS, STATUS_SLOTS,
-};
+use super::{Histogram, Interface, Method, MetricsSnapshot, PeerError, STATUS_SLOTS};
 use crate::store::StoreStats;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
@@ -239,7 +237,8 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
                     counts[slot] += n;
                 }
             }
-            for (status, n) in STATUS_LABELS.iter().zip(counts) {
+            for (slot, n) in counts.into_iter().enumerate() {
+                let status = super::status_label(slot);
                 if n > 0 {
                     let labels = [
                         ("interface", i.label()),

@@ -1,0 +1,58 @@
+//! Helpers for tests that run several nodes: loopback addresses, the ring
+//! the nodes build (computed with the library's own `Ring`, whose layout
+//! is part of the contract), and a static `--peers` cluster.
+
+use super::Node;
+use shardcache::cluster::{Member, Ring};
+use std::net::SocketAddr;
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The ring of nodes at `addrs` at the default 160 points per node.
+pub fn ring_of(addrs: &[SocketAddr]) -> Ring {
+    let members = addrs
+        .iter()
+        .map(|&a| Member {
+            node_id: a.to_string(),
+            addr: a,
+            shards: 2,
+        })
+        .collect();
+    Ring::new(1, members, 160).expect("a ring of at least one node")
+}
+
+/// `n` nodes of a static cluster on free loopback ports, node ids
+/// `{id_prefix}{i}`, each with `extra` flags; and their addresses.
+pub fn static_cluster(n: usize, id_prefix: &str, extra: &[&str]) -> (Vec<Node>, Vec<SocketAddr>) {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| loopback(super::free_port())).collect();
+    let peers = addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let mut args = vec!["--peers", &peers];
+            args.extend_from_slice(extra);
+            Node::builder()
+                .node_id(&format!("{id_prefix}{i}"))
+                .listen(a)
+                .args(&args)
+                .start()
+        })
+        .collect();
+    (nodes, addrs)
+}
+
+/// A tokio runtime for a test's client side.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
