@@ -94,9 +94,14 @@ pub fn serve_handed_over(shard: &Rc<Shard>, peers: &Rc<Peers>, op: Op, reply_to:
     else {
         return;
     };
-    let deadline_passed = deadline.is_some_and(|d| d <= Instant::now());
-    if deadline_passed {
-        // The asking connection has answered DEADLINE_EXCEEDED already.
+    if deadline.is_some_and(|d| d <= Instant::now()) {
+        // The asking connection has answered DEADLINE_EXCEEDED already;
+        // this answer only lets the asking shard forget the hand-off.
+        let st = Status::new(
+            Code::DeadlineExceeded,
+            "deadline exceeded before the key's shard",
+        );
+        shard.reply(reply_to, Reply::Failed(st));
         return;
     }
     let to = reply_to.clone();
@@ -193,13 +198,10 @@ fn serve_owned(
 /// one; the node that forwarded the change dropped its own already).
 fn changed(shard: &Shard, peers: &Peers, group: &str, key: &str) {
     shard.negative().remove(group, key);
-    if shard.in_cluster() {
-        let others = shard.peers();
-        shard.count_invalidations_sent(others.len() as u64);
-        for addr in others {
-            let name = shard.node_name(addr);
-            peers.invalidate(addr, &name, group, key);
-        }
+    let others = shard.other_members();
+    shard.count_invalidations_sent(others.len() as u64);
+    for (addr, name) in others.iter() {
+        peers.invalidate(*addr, name, group, key);
     }
 }
 

@@ -206,6 +206,16 @@ pub struct Shard {
     /// Slots the sweep still has to check for keys this node no longer
     /// owns, after a ring change.
     purge_left: Cell<usize>,
+    /// The ring's other members and their node ids.
+    others: RefCell<Rc<[(SocketAddr, String)]>>,
+}
+
+fn others_of(ring: &Ring, me: SocketAddr) -> Rc<[(SocketAddr, String)]> {
+    ring.members()
+        .iter()
+        .filter(|m| m.addr != me)
+        .map(|m| (m.addr, m.node_id.clone()))
+        .collect()
 }
 
 impl Shard {
@@ -231,6 +241,7 @@ impl Shard {
             next_token: Cell::new(0),
             metrics: RefCell::new(ShardMetrics::new()),
             me: settings.me,
+            others: RefCell::new(others_of(&settings.ring, settings.me)),
             ring: RefCell::new(settings.ring),
             rings: settings.rings,
             purge_left: Cell::new(0),
@@ -287,20 +298,10 @@ impl Shard {
         (owner != self.me).then_some(owner)
     }
 
-    /// The other members of the ring (where invalidations go).
-    pub fn peers(&self) -> Vec<SocketAddr> {
-        self.ring
-            .borrow()
-            .members()
-            .iter()
-            .map(|m| m.addr)
-            .filter(|&a| a != self.me)
-            .collect()
-    }
-
-    /// Whether other nodes are in the ring.
-    pub fn in_cluster(&self) -> bool {
-        self.ring.borrow().len() > 1
+    /// The other members of the ring, with their node ids (where
+    /// invalidations go); computed once per ring.
+    pub fn other_members(&self) -> Rc<[(SocketAddr, String)]> {
+        self.others.borrow().clone()
     }
 
     /// The ring requests are routed by.
@@ -318,6 +319,7 @@ impl Shard {
     pub fn refresh_ring(&self) -> Option<Arc<Ring>> {
         let newest = self.rings.try_iter().last()?;
         *self.ring.borrow_mut() = newest.clone();
+        *self.others.borrow_mut() = others_of(&newest, self.me);
         self.with_hot(|h| h.clear());
         self.purge_left.set(self.store.borrow().slots());
         Some(newest)

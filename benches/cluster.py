@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Cluster benchmarks of docs/benchmarks.md, measured side by side in one run.
+
+1. The cost of a hop: one node, then three nodes (static --peers) with the
+   load sent to one of them, keys uniform over the ring (so 2/3 of the
+   requests are forwarded). Every server process runs on CPU 0, the load
+   generator on CPU 1: both set-ups get one core of server CPU, and ops per
+   server CPU-second compares them.
+2. The hot cache: three nodes, Zipfian reads (s = 0.99) over 1M keys sent
+   through all three, with the hot cache (--hot-fraction 0.125) and without
+   (0): throughput, p99, and how the work spreads over the nodes (requests
+   answered by each node's main store, i.e. as the key's owner, and by its
+   hot copies), from each node's /metrics.
+
+Each point runs --reps times, set-ups interleaved; medians are reported.
+Writes target/cluster-bench/{results.jsonl,report.md} and prints the report.
+
+    benches/cluster.py [--reps 3] [--duration 5] [--quick]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.path.join(ROOT, "target/release/shardcache")
+LOAD = os.path.join(ROOT, "target/release/shardcache-loadtest")
+OUT = os.path.join(ROOT, "target/cluster-bench")
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class Node:
+    def __init__(self, port, http, peers, extra):
+        args = [
+            "taskset", "-c", SERVER_CPU, SERVER, "serve",
+            "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http}",
+            "--shards", "1", "--memory", "512MiB", "--node-id", f"n{port}",
+        ]
+        if peers:
+            args += ["--peers", ",".join(peers)]
+        args += extra
+        self.addr = f"127.0.0.1:{port}"
+        self.http = http
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.time() + 20
+        for line in self.proc.stderr:
+            if "http gateway listening on" in line:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"node {port} did not start")
+        else:
+            raise RuntimeError(f"node {port} exited: {self.proc.returncode}")
+        # Keep draining stderr so the node never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def metrics(self):
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http}/metrics", timeout=10
+        ).read().decode()
+        out = {}
+        for line in body.splitlines():
+            m = re.match(r"^(shardcache_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+        return out
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_nodes(n, extra):
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    peers = [f"127.0.0.1:{p}" for p, _ in ports] if n > 1 else []
+    return [Node(p, h, peers, extra) for p, h in ports]
+
+
+def loadtest(targets, args, duration):
+    cmd = [
+        "taskset", "-c", LOAD_CPU, LOAD, "--target", ",".join(targets),
+        "--json", "--no-progress", "--duration", f"{duration}s",
+    ] + args
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadtest failed: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout)
+
+
+def measure(nodes, targets, args, duration):
+    """One measured run: loadtest result, server CPU-seconds over the run,
+    and per-node metric deltas."""
+    before = [n.metrics() for n in nodes]
+    cpu0 = sum(n.cpu() for n in nodes)
+    res = loadtest(targets, args, duration)
+    cpu1 = sum(n.cpu() for n in nodes)
+    after = [n.metrics() for n in nodes]
+    deltas = [
+        {k: a.get(k, 0) - b.get(k, 0) for k in a}
+        for a, b in zip(after, before)
+    ]
+    errors = res["requests"] - res["ok"]
+    return {
+        "throughput": res["throughput"],
+        "p50_us": res["p50"],
+        "p99_us": res["p99"],
+        "errors": errors,
+        "hit_ratio": res["hit_ratio"],
+        "server_cpu_s": cpu1 - cpu0,
+        "duration_s": res["duration_s"],
+        "nodes": deltas,
+    }
+
+
+def median(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def hop_cost(reps, duration, results):
+    """Single node vs three nodes, load on one node."""
+    base = [
+        "--keys", "100000", "--key-size", "16", "--value-size", "64",
+        "--get-ratio", "0.9", "--preload",
+    ]
+    shapes = {
+        "closed 16x16": ["--connections", "16", "--inflight", "16"],
+        "open 30k/s": ["--connections", "16", "--rate", "30000"],
+    }
+    rows = []
+    for rep in range(reps):
+        for setup, n in (("1 node", 1), ("3 nodes, load on one", 3)):
+            nodes = start_nodes(n, [])
+            try:
+                for shape, sargs in shapes.items():
+                    r = measure(nodes, [nodes[0].addr], base + sargs, duration)
+                    r.update(bench="hop", setup=setup, shape=shape, rep=rep)
+                    results.append(r)
+                    rows.append(r)
+            finally:
+                for node in nodes:
+                    node.stop()
+    lines = [
+        "| set-up | load | ops/s | p50 µs | p99 µs | server CPU-s per s | ops per server CPU-s | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shape in shapes:
+        for setup in ("1 node", "3 nodes, load on one"):
+            rs = [r for r in rows if r["shape"] == shape and r["setup"] == setup]
+            cpu = statistics.median(r["server_cpu_s"] / r["duration_s"] for r in rs)
+            per_cpu = statistics.median(r["throughput"] * r["duration_s"] / max(r["server_cpu_s"], 1e-9) for r in rs)
+            lines.append(
+                f"| {setup} | {shape} | {median(rs, 'throughput'):,.0f} | {median(rs, 'p50_us'):,.0f} | "
+                f"{median(rs, 'p99_us'):,.0f} | {cpu:.2f} | {per_cpu:,.0f} | {sum(r['errors'] for r in rs)} |"
+            )
+    return "\n".join(lines)
+
+
+def hot_cache(reps, duration, keys, results):
+    """Zipfian reads through all three nodes, with and without hot copies."""
+    args = [
+        "--keys", str(keys), "--key-size", "16", "--value-size", "64",
+        "--get-ratio", "1", "--zipf", "0.99", "--preload",
+        "--connections", "12", "--inflight", "16",
+    ]
+    rows = []
+    setups = (("hot cache 1/8", ["--hot-fraction", "0.125"]), ("no hot cache", ["--hot-fraction", "0"]))
+    for rep in range(reps):
+        for setup, extra in setups:
+            nodes = start_nodes(3, extra)
+            try:
+                r = measure(nodes, [n.addr for n in nodes], args, duration)
+                r.update(bench="hot", setup=setup, rep=rep)
+                results.append(r)
+                rows.append(r)
+            finally:
+                for node in nodes:
+                    node.stop()
+    lines = [
+        "| set-up | ops/s | p50 µs | p99 µs | owner-served per node (min / max share) | hot hits | errors |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for setup, _ in setups:
+        rs = [r for r in rows if r["setup"] == setup]
+        shares = []
+        hot = []
+        for r in rs:
+            served = [d.get("shardcache_store_hits_total", 0) + d.get("shardcache_store_misses_total", 0) for d in r["nodes"]]
+            total = sum(served) + sum(d.get("shardcache_hot_hits_total", 0) for d in r["nodes"])
+            shares.append((min(served) / total, max(served) / total))
+            hot.append(sum(d.get("shardcache_hot_hits_total", 0) for d in r["nodes"]) / total)
+        lo = statistics.median(s[0] for s in shares)
+        hi = statistics.median(s[1] for s in shares)
+        lines.append(
+            f"| {setup} | {median(rs, 'throughput'):,.0f} | {median(rs, 'p50_us'):,.0f} | {median(rs, 'p99_us'):,.0f} | "
+            f"{lo:.0%} / {hi:.0%} | {statistics.median(hot):.0%} of requests | {sum(r['errors'] for r in rs)} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--keys", type=int, default=1_000_000, help="keys of the hot-cache run")
+    ap.add_argument("--quick", action="store_true", help="1 rep, 2 s, 100k keys")
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.duration, a.keys = 1, 2, 100_000
+    if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
+        sys.exit("cluster.py: needs 2 CPUs and taskset")
+    subprocess.run(
+        ["cargo", "build", "--release", "--bin", "shardcache", "-p", "shardcache-loadtest", "--bin", "shardcache-loadtest"],
+        cwd=ROOT, check=True,
+    )
+    os.makedirs(OUT, exist_ok=True)
+    results = []
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    report = [
+        f"Run of {time.strftime('%Y-%m-%d')} at commit {commit}; {os.cpu_count()} CPUs ({cpu}), "
+        f"kernel {os.uname().release}; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}; "
+        f"{a.reps} reps of {a.duration:g} s, medians.",
+        "",
+        "### The cost of a hop (Get 90 % / Set 10 %, 64 B values, 100k uniform keys)",
+        "",
+        hop_cost(a.reps, a.duration, results),
+        "",
+        f"### The hot cache (Zipf 0.99 Gets over {a.keys:,} keys through all three nodes, 12 x 16 in flight)",
+        "",
+        hot_cache(a.reps, a.duration, a.keys, results),
+    ]
+    with open(os.path.join(OUT, "results.jsonl"), "w") as f:
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    text = "\n".join(report) + "\n"
+    with open(os.path.join(OUT, "report.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
