@@ -102,6 +102,12 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def busy_cpu_seconds() -> float:
+    """CPU-seconds spent busy (not idle or iowait) by the whole machine."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -251,10 +257,10 @@ class Compare:
             pre, _, _ = loadtest(base + ["--preload", "--duration", f"{self.warmup}s"], 120)
             if pre["preload"]["ok"] != KEYS:
                 raise Failure(f"{server} {scenario}: preload stored {pre['preload']['ok']} of {KEYS}: {pre}")
-            cpu0 = srv.cpu_seconds()
+            cpu0, busy0 = srv.cpu_seconds(), busy_cpu_seconds()
             j, wall, load_cpu = loadtest(base + ["--duration", f"{self.duration}s", "--seed", str(rep + 1)],
                                          self.duration + 120)
-            cpu1 = srv.cpu_seconds()
+            cpu1, busy1 = srv.cpu_seconds(), busy_cpu_seconds()
         errors = j["requests"] - j["ok"]
         hit_ok = op != "get" or j["hit_ratio"] == 1.0
         row = {
@@ -265,12 +271,13 @@ class Compare:
             "errors": errors, "by_status": j["by_status"], "transport_errors": j["transport_errors"],
             "hit_ratio": j["hit_ratio"], "server_cpu": round((cpu1 - cpu0) / wall, 3),
             "load_cpu": round(load_cpu / wall, 3),
+            "other_cpu": round(max(0.0, busy1 - busy0 - (cpu1 - cpu0) - load_cpu) / wall, 3),
         }
         row["ops_per_server_cpu_s"] = round(row["ops_per_s"] / row["server_cpu"]) if row["server_cpu"] else None
         self.record(row)
         log(f"{part} {server:10} {scenario:18} rep {rep}: {row['ops_per_s']:>10,.0f} ops/s  "
             f"p50 {row['p50_us']}  p99 {row['p99_us']} us  errors {errors}  server CPU {row['server_cpu']}  "
-            f"load CPU {row['load_cpu']}")
+            f"load CPU {row['load_cpu']}  other CPU {row['other_cpu']}")
         if part == "closed" and (errors or not hit_ok):
             raise Failure(f"{server} {scenario}: {errors} errors, hit ratio {j['hit_ratio']}: {j}")
         if part == "open" and (not hit_ok or j["by_status"].get("OK", 0) != sum(j["by_status"].values())):
@@ -350,9 +357,9 @@ class Compare:
             # Warm-up, which also sizes the measured run to about --duration.
             (rps, *_), _, _ = one(20_000 if m == 1 else 200_000)
             n = max(10_000, int(rps * self.duration))
-            i0, cpu0 = self.redis_info(port), srv.cpu_seconds()
+            i0, cpu0, busy0 = self.redis_info(port), srv.cpu_seconds(), busy_cpu_seconds()
             (rps, avg, _mn, p50, p95, p99, mx), wall, load_cpu = one(n)
-            i1, cpu1 = self.redis_info(port), srv.cpu_seconds()
+            i1, cpu1, busy1 = self.redis_info(port), srv.cpu_seconds(), busy_cpu_seconds()
 
         def d(k):
             return int(i1.get(k, 0)) - int(i0.get(k, 0))
@@ -365,7 +372,8 @@ class Compare:
             "op": op, "value_size": size, "c": c, "m": m, "ops_per_s": round(rps, 1),
             "p50_us": round(p50 * 1000), "p95_us": round(p95 * 1000), "p99_us": round(p99 * 1000),
             "max_us": round(mx * 1000), "requests": n, "errors": errors,
-            "server_cpu": round((cpu1 - cpu0) / wall, 3), "load_cpu": round(load_cpu / wall, 3)})
+            "server_cpu": round((cpu1 - cpu0) / wall, 3), "load_cpu": round(load_cpu / wall, 3),
+            "other_cpu": round(max(0.0, busy1 - busy0 - (cpu1 - cpu0) - load_cpu) / wall, 3)})
         log(f"anchors redis      {name:18} rep {rep}: {rps:>10,.0f} ops/s  p50 {row['p50_us']}  "
             f"p99 {row['p99_us']} us  errors {errors}  server CPU {row['server_cpu']}  load CPU {row['load_cpu']}")
         if errors:
@@ -404,9 +412,9 @@ class Compare:
                 return json.loads(out.strip().splitlines()[-1]), wall, cpu
 
             one(self.warmup)
-            s0, cpu0 = self.mc_stats(port), srv.cpu_seconds()
+            s0, cpu0, busy0 = self.mc_stats(port), srv.cpu_seconds(), busy_cpu_seconds()
             r, wall, load_cpu = one(self.duration)
-            s1, cpu1 = self.mc_stats(port), srv.cpu_seconds()
+            s1, cpu1, busy1 = self.mc_stats(port), srv.cpu_seconds(), busy_cpu_seconds()
         misses = int(s1["get_misses"]) - int(s0["get_misses"])
         errors = r["errors"] + misses
         row = self.record({
@@ -414,7 +422,8 @@ class Compare:
             "op": op, "value_size": size, "c": c, "m": m, "ops_per_s": r["ops_per_s"], "p50_us": r["p50_us"],
             "p90_us": r["p90_us"], "p99_us": r["p99_us"], "p999_us": r["p999_us"], "max_us": r["max_us"],
             "requests": r["ops"], "errors": errors, "server_cpu": round((cpu1 - cpu0) / wall, 3),
-            "load_cpu": round(load_cpu / wall, 3)})
+            "load_cpu": round(load_cpu / wall, 3),
+            "other_cpu": round(max(0.0, busy1 - busy0 - (cpu1 - cpu0) - load_cpu) / wall, 3)})
         log(f"anchors memcached  {name:18} rep {rep}: {r['ops_per_s']:>10,.0f} ops/s  p50 {row['p50_us']}  "
             f"p99 {row['p99_us']} us  errors {errors}  server CPU {row['server_cpu']}  load CPU {row['load_cpu']}")
         if errors:
@@ -621,9 +630,19 @@ class Report:
                 f"{' — **--quick smoke run, not a measurement**' if self.a.quick else ''}; "
                 f"machine: {i['cpu']}, {i['cpus']} CPUs, {i['mem_gib']} GiB, kernel {i['kernel']}, {i['os']}; "
                 f"Redis {i['redis']}, {i['memcached']}. Load average (1/5/15 min) "
-                f"{'/'.join(map(str, la0))} at the start, {'/'.join(map(str, la1))} at the end. "
+                f"{'/'.join(map(str, la0))} at the start, {'/'.join(map(str, la1))} at the end; "
+                f"{self.interference()}. "
                 f"Each point: a fresh server, preload + {self.a.warmup}s warm-up, then {self.a.duration}s measured; "
                 f"{reps} repetition(s), medians shown, ± is half the min–max range over repetitions.\n")
+
+    def interference(self) -> str:
+        """How much CPU other processes took during the measured runs."""
+        xs = sorted(r["other_cpu"] for r in self.rows if r.get("other_cpu") is not None)
+        if not xs:
+            return "other processes' CPU not measured"
+        busy = sum(1 for x in xs if x > 0.25)
+        return (f"CPU used by other processes during the measured runs: median {statistics.median(xs):.2f} "
+                f"cores, max {xs[-1]:.2f}, above 0.25 cores in {busy} of {len(xs)} runs")
 
     def closed_table(self) -> str:
         sc = self.scenarios("closed")
