@@ -95,8 +95,8 @@ GRPC_SERVERS = ["shardcache", "tonic-ref"]
 # Before a point, wait (within --max-wait) until other processes use less
 # than this many cores; a point during which they used more than
 # DISTURBED_CORES is measured again, up to RETRIES times.
-QUIET_CORES = 0.2
-DISTURBED_CORES = 0.3
+QUIET_CORES = 0.15
+DISTURBED_CORES = 0.2
 RETRIES = 2
 
 
@@ -891,7 +891,8 @@ def main() -> int:
     a.duration = a.duration or (1.0 if q else 5.0)
     a.warmup = a.warmup or (0.5 if q else 1.0)
     a.fixed_rate = 50_000.0
-    a.rates = [10_000.0, 50_000.0] if q else [10_000.0, 25_000.0, 50_000.0, 100_000.0, 200_000.0, 400_000.0]
+    a.rates = [10_000.0, 50_000.0] if q else [10_000.0, 25_000.0, 50_000.0, 100_000.0, 200_000.0, 400_000.0,
+                                              600_000.0, 800_000.0]
     a.instr_requests = (2_000, 6_000) if q else (10_000, 30_000)
     a.instr_reps = 1 if q else 2
     a.mem_items = int(os.environ.get("COMPARE_MEM_ITEMS", 100_000 if q else 1_000_000))
