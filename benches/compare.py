@@ -837,13 +837,13 @@ class Report:
         gp = f"""
 set terminal pngcairo size 900,560 font "DejaVu Sans,10"
 set output '{png}'
-set title "gRPC Get, 64 B values, open loop at {len(rates)} fixed rates ({rates_txt}/s), {OPEN_CONNS} connections, same load generator\\n{i['date']}, commit {i['commit'].split()[0]}; {i['cpu']}, server on CPU 0, load on CPU 1; medians of {self.a.reps}"
+set title "gRPC Get 64 B, open loop, {OPEN_CONNS} connections, rates {rates_txt}/s, shardcache-loadtest\\n{i['date']}, commit {i['commit'].split()[0]}, {i['cpu']}; server on CPU 0, load on CPU 1; medians of {self.a.reps}"
 set xlabel "achieved throughput (thousand requests/s)"
 set ylabel "latency from scheduled send time (ms)"
 set logscale y
 set format y "%g"
 set grid
-set key top left
+set key top right box opaque
 plot '{dat}' using ($2/1000):($3/1000) with linespoints lw 2 pt 7 lc rgb '#1f77b4' title 'shardcache p50', \\
      '' using ($2/1000):($4/1000) with linespoints lw 2 pt 5 lc rgb '#1f77b4' dt 2 title 'shardcache p99', \\
      '' using ($6/1000):($7/1000) with linespoints lw 2 pt 7 lc rgb '#d62728' title 'tonic-ref p50', \\
@@ -884,7 +884,12 @@ def main() -> int:
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/ even on a full run")
     ap.add_argument("--max-wait", type=float, help="seconds the whole run may spend waiting for other processes "
                     "to leave the CPUs alone before points (default 1200; --quick: 0)")
+    ap.add_argument("--from-results", metavar="RESULTS_JSONL",
+                    help="measure nothing: redraw the tables, the plot and (for a full run) docs/ from a previous "
+                    "run's results.jsonl, with that run's date, commit, machine and settings")
     a = ap.parse_args()
+    if a.from_results:
+        return rerender(Path(a.from_results), a)
     q = a.quick
     a.max_wait = a.max_wait if a.max_wait is not None else (0.0 if q else 1200.0)
     a.reps = a.reps or (1 if q else 3)
@@ -898,7 +903,7 @@ def main() -> int:
     a.mem_items = int(os.environ.get("COMPARE_MEM_ITEMS", 100_000 if q else 1_000_000))
     a.mem_reps = 1 if q else 2
     parts = [p.strip() for p in a.only.split(",") if p.strip()]
-    known = {"closed", "open", "anchors", "instr", "memory"}
+    known = KNOWN_PARTS
     if set(parts) - known:
         ap.error(f"unknown parts {sorted(set(parts) - known)}; known: {sorted(known)}")
 
@@ -914,6 +919,8 @@ def main() -> int:
     log(f"{info['cpu']}, {info['cpus']} CPUs, kernel {info['kernel']}; load average {a.loadavg_start}; "
         f"commit {info['commit']}{' (dirty)' if info['dirty'] else ''}")
     c = Compare(a)
+    c.write({"part": "meta", "info": info, "parts": parts, "quick": q, "reps": a.reps, "warmup": a.warmup,
+             "duration": a.duration, "loadavg_start": a.loadavg_start})
     try:
         for p in ["closed", "open", "anchors", "instr", "memory"]:
             if p in parts:
@@ -927,17 +934,41 @@ def main() -> int:
         return 130
     a.loadavg_end = loadavg()
     a.waited = c.waited
-    rep = Report(c.rows, info, a)
-    png = rep.plot(c.out)
-    docs = not q and not a.no_docs and set(parts) == known
+    c.write({"part": "meta_end", "loadavg_end": a.loadavg_end, "waited": a.waited})
+    return finish(c.rows, info, a, parts, c.out)
+
+
+KNOWN_PARTS = {"closed", "open", "anchors", "instr", "memory"}
+
+
+def rerender(path: Path, a) -> int:
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    meta = next((r for r in rows if r.get("part") == "meta"), None)
+    end = next((r for r in rows if r.get("part") == "meta_end"), None)
+    if meta is None or end is None:
+        log(f"{path} has no meta lines (start and end of a complete run): cannot redraw it")
+        return 1
+    a.quick, a.reps, a.warmup, a.duration = meta["quick"], meta["reps"], meta["warmup"], meta["duration"]
+    a.loadavg_start, a.loadavg_end, a.waited = meta["loadavg_start"], end["loadavg_end"], end["waited"]
+    rows = [r for r in rows if not r.get("part", "").startswith("meta")]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return finish(rows, meta["info"], a, meta["parts"], out)
+
+
+def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path) -> int:
+    q = a.quick
+    rep = Report(rows, info, a)
+    png = rep.plot(out)
+    docs = not q and not a.no_docs and set(parts) == KNOWN_PARTS
     png_ref = None
     if png and docs:
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(png, ROOT / "docs" / "img" / "compare-latency.png")
         png_ref = "img/compare-latency.png"
     md = rep.markdown(png_ref or (str(png) if png else None))
-    (c.out / "report.md").write_text(md)
-    log(f"wrote {c.results_path}, {c.out / 'report.md'}" + (f", {png}" if png else ""))
+    (out / "report.md").write_text(md)
+    log(f"wrote {out / 'report.md'}" + (f", {png}" if png else ""))
     if docs:
         bench = ROOT / "docs" / "benchmarks.md"
         text = bench.read_text()
