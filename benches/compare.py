@@ -28,8 +28,10 @@ Parts (--only takes a comma-separated subset):
 Output: DIR/results.jsonl (one JSON object per measurement), DIR/report.md
 (the tables), DIR/latency.dat and DIR/latency.png (latency vs throughput).
 A full run (not --quick) also copies the PNG to docs/img/compare-latency.png
-and replaces the generated part of docs/benchmarks.md (between the
-`compare:begin` and `compare:end` markers), unless --no-docs.
+and results.jsonl to docs/data/compare-results.jsonl, and replaces the
+generated part of docs/benchmarks.md (between the `compare:begin` and
+`compare:end` markers), unless --no-docs. --quick writes to
+target/compare/quick/ so that it never overwrites a full run's results.
 """
 from __future__ import annotations
 
@@ -880,7 +882,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--warmup", type=float)
-    ap.add_argument("--out", default=str(ROOT / "target" / "compare"))
+    ap.add_argument("--out", help="results directory (default target/compare, --quick: target/compare/quick)")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/ even on a full run")
     ap.add_argument("--max-wait", type=float, help="seconds the whole run may spend waiting for other processes "
                     "to leave the CPUs alone before points (default 1200; --quick: 0)")
@@ -889,8 +891,10 @@ def main() -> int:
                     "run's results.jsonl, with that run's date, commit, machine and settings")
     a = ap.parse_args()
     if a.from_results:
+        a.out = a.out or str(ROOT / "target" / "compare")
         return rerender(Path(a.from_results), a)
     q = a.quick
+    a.out = a.out or str(ROOT / "target" / "compare" / ("quick" if q else ""))
     a.max_wait = a.max_wait if a.max_wait is not None else (0.0 if q else 1200.0)
     a.reps = a.reps or (1 if q else 3)
     a.duration = a.duration or (1.0 if q else 5.0)
@@ -935,7 +939,7 @@ def main() -> int:
     a.loadavg_end = loadavg()
     a.waited = c.waited
     c.write({"part": "meta_end", "loadavg_end": a.loadavg_end, "waited": a.waited})
-    return finish(c.rows, info, a, parts, c.out)
+    return finish(c.rows, info, a, parts, c.out, c.results_path)
 
 
 KNOWN_PARTS = {"closed", "open", "anchors", "instr", "memory"}
@@ -953,10 +957,10 @@ def rerender(path: Path, a) -> int:
     rows = [r for r in rows if not r.get("part", "").startswith("meta")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    return finish(rows, meta["info"], a, meta["parts"], out)
+    return finish(rows, meta["info"], a, meta["parts"], out, path)
 
 
-def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path) -> int:
+def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path, results: Path) -> int:
     q = a.quick
     rep = Report(rows, info, a)
     png = rep.plot(out)
@@ -966,6 +970,11 @@ def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path) -> int:
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(png, ROOT / "docs" / "img" / "compare-latency.png")
         png_ref = "img/compare-latency.png"
+    if docs:
+        # The raw measurements behind the docs, for audit and --from-results.
+        (ROOT / "docs" / "data").mkdir(parents=True, exist_ok=True)
+        if results.resolve() != (ROOT / "docs" / "data" / "compare-results.jsonl").resolve():
+            shutil.copy(results, ROOT / "docs" / "data" / "compare-results.jsonl")
     md = rep.markdown(png_ref or (str(png) if png else None))
     (out / "report.md").write_text(md)
     log(f"wrote {out / 'report.md'}" + (f", {png}" if png else ""))
@@ -978,7 +987,7 @@ def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path) -> int:
             pre, rest = text.split(begin, 1)
             _, post = rest.split(end, 1)
             bench.write_text(pre + begin + "\n\n" + md + "\n" + end + post)
-            log(f"updated {bench} and docs/img/compare-latency.png")
+            log(f"updated {bench}, docs/img/compare-latency.png and docs/data/compare-results.jsonl")
         else:
             log(f"{bench} has no compare markers: left unchanged")
     print(md)

@@ -8,10 +8,12 @@
 #
 #   benches/compare.sh            full run (~30 min), updates docs/benchmarks.md
 #                                 and docs/img/compare-latency.png
-#   benches/compare.sh --quick    smoke run (~3 min), touches nothing in docs/
+#   benches/compare.sh --quick    smoke run (~1 min), touches nothing in docs/
 #   benches/compare.sh --only closed,open --reps 5 --duration 8 --no-docs
 #
-# Results: target/compare/{results.jsonl,report.md,latency.dat,latency.png}.
+# Results: target/compare/{results.jsonl,report.md,latency.dat,latency.png}
+# (--quick: target/compare/quick/); a full run also refreshes
+# docs/data/compare-results.jsonl.
 # See benches/compare.py --help for every option.
 #
 # Needs: taskset, python3, gnuplot, redis-server, redis-cli, redis-benchmark,
