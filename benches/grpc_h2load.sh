@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BENCH=../shared/bench
+# From a git worktree outside the main checkout's folder: the toolkit beside
+# the main checkout.
+if [ ! -d "$BENCH" ]; then
+  common="$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)"
+  [ -n "$common" ] && [ -d "$(dirname "$common")/../shared/bench" ] && BENCH="$(dirname "$common")/../shared/bench"
+fi
 DUR="${1:-8}"
 [ -x "$BENCH/target/release/tonic-ref" ] || SKIP_APT="${SKIP_APT:-}" "$BENCH/setup.sh"
 cargo build --release --bin shardcache

@@ -108,10 +108,12 @@ pub struct Args {
     #[arg(long = "connect-timeout", default_value = "2s", value_parser = parse_nonzero_duration)]
     pub connect_timeout: Duration,
 
-    /// Without --duration, a connection that cannot reconnect for this long
-    /// gives up (so a run bounded only by --requests still ends when the
-    /// server is gone).
-    #[arg(long = "give-up", default_value = "5s", value_parser = parse_duration)]
+    /// Without --duration (and during --preload): a connection that cannot
+    /// reconnect for this long gives up, and one that receives nothing for
+    /// this long with requests in flight is dropped (they count as
+    /// "timeout"), so a run bounded only by --requests still ends when the
+    /// server is gone or hangs.
+    #[arg(long = "give-up", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub give_up: Duration,
 
     /// Seed for key, op and value-size choices (default: time-based).
@@ -415,6 +417,7 @@ mod tests {
             &["--keys", "1000000", "--key-size", "4"],
             &["--zipf", "-1"],
             &["--threads", "4", "--connections", "2"],
+            &["--give-up", "0s"],
             &["--bogus"],
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");

@@ -659,10 +659,25 @@ impl ConnTask {
         };
         let grace_ns = grace.as_nanos() as u64;
         let mut grace_end: Option<u64> = None;
+        // A plan without a clock (preload, or a run bounded only by
+        // --requests) would wait forever on a server that stops answering
+        // without closing: after --give-up with requests in flight and no
+        // byte received, the connection is dropped and they count as
+        // `timeout`.
+        let stall_ns = plan
+            .deadline()
+            .is_none()
+            .then(|| self.cfg.give_up.as_nanos() as u64);
+        let mut last_rx = self.now();
         let mut timer = Timer::new(self.base);
         loop {
             let now = match self.read(sess) {
-                Ok(now) => now,
+                Ok((now, got)) => {
+                    if got || sess.h2.open_streams() == 0 {
+                        last_rx = now;
+                    }
+                    now
+                }
                 Err((kind, msg)) => {
                     if sess.h2.open_streams() > 0 || kind != TransportError::ConnectionClosed {
                         self.stats.note_error(|| msg);
@@ -698,6 +713,20 @@ impl ConnTask {
             } else if !matches!(plan, Plan::Open { .. }) {
                 self.issue(sess, plan, now);
             }
+            let stall_at = match stall_ns {
+                Some(st) if !stopping && sess.h2.open_streams() > 0 => Some(last_rx + st),
+                _ => None,
+            };
+            if stall_at.is_some_and(|t| now >= t) {
+                self.stats.note_error(|| {
+                    format!(
+                        "{}: no response for {:?} with requests in flight",
+                        self.target.authority, self.cfg.give_up
+                    )
+                });
+                self.fail_all(sess, TransportError::Timeout);
+                return DriveEnd::Lost;
+            }
             if let Err(e) = flush(sess) {
                 let kind = io_kind(&e);
                 self.stats
@@ -707,7 +736,7 @@ impl ConnTask {
             }
 
             // Wake up without I/O for: the next open-loop send, the end of
-            // the plan, the end of the grace period.
+            // the plan, the end of the grace period, a stalled server.
             let wake = if stopping {
                 grace_end
             } else {
@@ -719,10 +748,10 @@ impl ConnTask {
                     }
                     _ => None,
                 };
-                match (next_send, plan.deadline()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                [next_send, plan.deadline(), stall_at]
+                    .into_iter()
+                    .flatten()
+                    .min()
             };
             if let Some(w) = wake {
                 let spin = if self.busy_poll && !stopping {
@@ -755,8 +784,9 @@ impl ConnTask {
         }
     }
 
-    /// One non-blocking read, processed. Returns the time the bytes were seen.
-    fn read(&mut self, sess: &mut Session) -> Result<u64, (TransportError, String)> {
+    /// One non-blocking read, processed. Returns the time the bytes were
+    /// seen and whether any arrived.
+    fn read(&mut self, sess: &mut Session) -> Result<(u64, bool), (TransportError, String)> {
         sess.inbuf.reserve(READ_CHUNK);
         match sess.stream.try_read_buf(&mut sess.inbuf) {
             Ok(0) => Err((
@@ -771,7 +801,7 @@ impl ConnTask {
                 match res {
                     Ok(used) => {
                         sess.inbuf.advance(used);
-                        Ok(now)
+                        Ok((now, true))
                     }
                     Err(e) => Err((
                         TransportError::Protocol,
@@ -779,7 +809,7 @@ impl ConnTask {
                     )),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(self.now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((self.now(), false)),
             Err(e) => Err((
                 io_kind(&e),
                 format!("read from {}: {e}", self.target.authority),

@@ -33,13 +33,16 @@ pub enum TransportError {
     Protocol,
     /// Any other socket error.
     Io,
+    /// Runs without --duration: no byte arrived for --give-up while the
+    /// request was in flight; the connection was dropped.
+    Timeout,
     /// Still in flight (or still waiting to be sent) when the run ended and
     /// the grace period ran out.
     Unfinished,
 }
 
 impl TransportError {
-    pub const ALL: [TransportError; 9] = [
+    pub const ALL: [TransportError; 10] = [
         TransportError::NotConnected,
         TransportError::ConnectionReset,
         TransportError::ConnectionClosed,
@@ -48,6 +51,7 @@ impl TransportError {
         TransportError::StreamReset,
         TransportError::Protocol,
         TransportError::Io,
+        TransportError::Timeout,
         TransportError::Unfinished,
     ];
 
@@ -61,6 +65,7 @@ impl TransportError {
             TransportError::StreamReset => "stream_reset",
             TransportError::Protocol => "protocol_error",
             TransportError::Io => "io_error",
+            TransportError::Timeout => "timeout",
             TransportError::Unfinished => "unfinished",
         }
     }

@@ -317,6 +317,59 @@ fn requests_bound_run_gives_up_when_the_server_is_gone() {
     assert!(j["requests"].as_u64().unwrap() < 1_000_000_000);
 }
 
+/// Sends `sig` (e.g. "STOP", "CONT") to the server process.
+fn signal(server: &Server, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+#[test]
+fn requests_bound_run_ends_when_the_server_hangs() {
+    // A stopped server keeps its sockets open (the kernel even accepts new
+    // connections) but never answers: without a clock the run must still end.
+    let mut server = start_server();
+    let target = server.addr.to_string();
+    let run = loadtest(&[
+        "--target",
+        &target,
+        "--requests",
+        "1000000000",
+        "--connections",
+        "2",
+        "--inflight",
+        "4",
+        "--give-up",
+        "1s",
+        "--connect-timeout",
+        "500ms",
+        "--json",
+    ]);
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&server, "STOP");
+    let started = Instant::now();
+    let out = finish(run);
+    let took = started.elapsed();
+    signal(&server, "CONT");
+    server.kill();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = report(&out);
+    assert!(j["ok"].as_u64().unwrap() > 0, "{j}");
+    // Every request in flight at the stop timed out: 2 connections x 4.
+    assert_eq!(j["transport_errors"]["timeout"], 8, "{j}");
+    assert!(
+        took < Duration::from_secs(60),
+        "the run went on for {took:?} against a hung server"
+    );
+}
+
 #[test]
 fn bad_flags_exit_2() {
     let out = finish(loadtest(&["--connections", "0"]));
