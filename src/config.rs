@@ -88,11 +88,13 @@ pub struct ServeArgs {
     #[arg(long = "idle-timeout", default_value = "300s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// How long an idle shard spins before sleeping in the kernel (e.g. 50us;
-    /// 0 disables). Spinning cuts the cost of waking a shard for a cross-core
-    /// hand-off from ~70 µs to ~7 µs, paid in CPU while traffic is intermittent.
-    #[arg(long = "spin-before-park", default_value = "100us", value_parser = parse_duration)]
-    pub spin_before_park: Duration,
+    /// How long an idle shard spins before sleeping in the kernel (e.g.
+    /// 50us; 0 disables). Spinning cuts the cost of waking a shard for a
+    /// cross-core hand-off from ~70 µs to ~7 µs, paid in CPU while traffic
+    /// is intermittent. `auto`: 100us with several shards, 0 with one
+    /// (nothing to hand off, so the spin would only burn CPU).
+    #[arg(long = "spin-before-park", default_value = "auto", value_parser = parse_spin)]
+    pub spin_before_park: Spin,
 
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style
     /// filter). RUST_LOG is used when this is not set.
@@ -457,6 +459,21 @@ fn check_origin(url: &str) -> Result<(), String> {
         return Err(format!("'{url}' has no {{key}} placeholder in its path"));
     }
     Ok(())
+}
+
+/// `--spin-before-park`: `auto`, or a fixed duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spin {
+    /// 100us with several shards, none with one.
+    Auto,
+    For(Duration),
+}
+
+fn parse_spin(s: &str) -> Result<Spin, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Spin::Auto);
+    }
+    parse_duration(s).map(Spin::For)
 }
 
 fn parse_hot_fraction(s: &str) -> Result<f64, String> {

@@ -13,7 +13,7 @@ mod peer_session;
 mod streaming;
 
 use crate::cluster::{self, ClusterConfig, Control, Membership, RingReceiver};
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, Spin};
 use crate::groups::{GroupSpec, Groups, HttpOrigin};
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh, Stream};
@@ -37,6 +37,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// "Not found" answers of groups' sources a shard remembers, at most.
 const NEGATIVE_ENTRIES: usize = 65_536;
+
+/// `--spin-before-park auto` with more than one shard.
+const AUTO_SPIN: Duration = Duration::from_micros(100);
 
 /// Settings every shard applies, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -71,17 +74,22 @@ pub struct NodeConfig {
 impl NodeConfig {
     pub fn from_args(args: &ServeArgs) -> NodeConfig {
         let cpus = runtime::allowed_cpus();
+        let shards = args.shard_count(cpus.len());
         NodeConfig {
             listen: args.listen,
             http: args.http.addr(),
-            shards: args.shard_count(cpus.len()),
+            shards,
             cpus,
             memory: args.memory,
             max_value: args.max_value,
             node_id: args.node_id.clone(),
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
-            spin_before_park: args.spin_before_park,
+            spin_before_park: match args.spin_before_park {
+                Spin::For(d) => d,
+                Spin::Auto if shards > 1 => AUTO_SPIN,
+                Spin::Auto => Duration::ZERO,
+            },
             shutdown_timeout: args.shutdown_timeout,
             peer_timeout: args.peer_timeout,
             advertise: args.advertise,
