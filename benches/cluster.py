@@ -198,43 +198,58 @@ def hop_cost(reps, duration, results):
 
 def hot_cache(reps, duration, keys, results):
     """Zipfian reads through all three nodes, with and without hot copies."""
-    args = [
+    base = [
         "--keys", str(keys), "--key-size", "16", "--value-size", "64",
         "--get-ratio", "1", "--zipf", "0.99", "--preload",
-        "--connections", "12", "--inflight", "16",
     ]
+    shapes = {
+        "closed 12x16": ["--connections", "12", "--inflight", "16"],
+        "open 50k/s": ["--connections", "12", "--rate", "50000"],
+    }
     rows = []
     setups = (("hot cache 1/8", ["--hot-fraction", "0.125"]), ("no hot cache", ["--hot-fraction", "0"]))
     for rep in range(reps):
         for setup, extra in setups:
             nodes = start_nodes(3, extra)
             try:
-                r = measure(nodes, [n.addr for n in nodes], args, duration)
-                r.update(bench="hot", setup=setup, rep=rep)
-                results.append(r)
-                rows.append(r)
+                for shape, sargs in shapes.items():
+                    r = measure(nodes, [n.addr for n in nodes], base + sargs, duration)
+                    r.update(bench="hot", setup=setup, shape=shape, rep=rep)
+                    results.append(r)
+                    rows.append(r)
             finally:
                 for node in nodes:
                     node.stop()
     lines = [
-        "| set-up | ops/s | p50 µs | p99 µs | owner-served per node (min / max share) | hot hits | errors |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| set-up | load | ops/s | p50 µs | p99 µs | server CPU-s per s | ops per server CPU-s | "
+        "answered by the key's owner: least / most loaded node | answered by hot copies | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    for setup, _ in setups:
-        rs = [r for r in rows if r["setup"] == setup]
-        shares = []
-        hot = []
-        for r in rs:
-            served = [d.get("shardcache_store_hits_total", 0) + d.get("shardcache_store_misses_total", 0) for d in r["nodes"]]
-            total = sum(served) + sum(d.get("shardcache_hot_hits_total", 0) for d in r["nodes"])
-            shares.append((min(served) / total, max(served) / total))
-            hot.append(sum(d.get("shardcache_hot_hits_total", 0) for d in r["nodes"]) / total)
-        lo = statistics.median(s[0] for s in shares)
-        hi = statistics.median(s[1] for s in shares)
-        lines.append(
-            f"| {setup} | {median(rs, 'throughput'):,.0f} | {median(rs, 'p50_us'):,.0f} | {median(rs, 'p99_us'):,.0f} | "
-            f"{lo:.0%} / {hi:.0%} | {statistics.median(hot):.0%} of requests | {sum(r['errors'] for r in rs)} |"
-        )
+    for shape in shapes:
+        for setup, _ in setups:
+            rs = [r for r in rows if r["setup"] == setup and r["shape"] == shape]
+            shares = []
+            hot = []
+            for r in rs:
+                served = [
+                    d.get("shardcache_store_hits_total", 0) + d.get("shardcache_store_misses_total", 0)
+                    for d in r["nodes"]
+                ]
+                hot_hits = sum(d.get("shardcache_hot_hits_total", 0) for d in r["nodes"])
+                total = max(sum(served) + hot_hits, 1)
+                shares.append((min(served) / total, max(served) / total))
+                hot.append(hot_hits / total)
+            lo = statistics.median(x[0] for x in shares)
+            hi = statistics.median(x[1] for x in shares)
+            cpu = statistics.median(r["server_cpu_s"] / r["duration_s"] for r in rs)
+            per_cpu = statistics.median(
+                r["throughput"] * r["duration_s"] / max(r["server_cpu_s"], 1e-9) for r in rs
+            )
+            lines.append(
+                f"| {setup} | {shape} | {median(rs, 'throughput'):,.0f} | {median(rs, 'p50_us'):,.0f} | "
+                f"{median(rs, 'p99_us'):,.0f} | {cpu:.2f} | {per_cpu:,.0f} | {lo:.0%} / {hi:.0%} | "
+                f"{statistics.median(hot):.0%} | {sum(r['errors'] for r in rs)} |"
+            )
     return "\n".join(lines)
 
 
@@ -244,6 +259,7 @@ def main():
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--keys", type=int, default=1_000_000, help="keys of the hot-cache run")
     ap.add_argument("--quick", action="store_true", help="1 rep, 2 s, 100k keys")
+    ap.add_argument("--only", choices=["hop", "hot"], help="run one of the two benchmarks")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.duration, a.keys = 1, 2, 100_000
@@ -262,14 +278,20 @@ def main():
         f"kernel {os.uname().release}; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}; "
         f"{a.reps} reps of {a.duration:g} s, medians.",
         "",
-        "### The cost of a hop (Get 90 % / Set 10 %, 64 B values, 100k uniform keys)",
-        "",
-        hop_cost(a.reps, a.duration, results),
-        "",
-        f"### The hot cache (Zipf 0.99 Gets over {a.keys:,} keys through all three nodes, 12 x 16 in flight)",
-        "",
-        hot_cache(a.reps, a.duration, a.keys, results),
     ]
+    if a.only in (None, "hop"):
+        report += [
+            "### The cost of a hop (Get 90 % / Set 10 %, 64 B values, 100k uniform keys)",
+            "",
+            hop_cost(a.reps, a.duration, results),
+            "",
+        ]
+    if a.only in (None, "hot"):
+        report += [
+            f"### The hot cache (Zipf 0.99 Gets over {a.keys:,} keys through all three nodes)",
+            "",
+            hot_cache(a.reps, a.duration, a.keys, results),
+        ]
     with open(os.path.join(OUT, "results.jsonl"), "w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")

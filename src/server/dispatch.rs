@@ -77,8 +77,7 @@ pub fn dispatch(
             } else {
                 shard.drop_hot(op.group(), op.key());
             }
-            let name = shard.node_name(owner);
-            peers.forward(owner, &name, op, deadline, reply_to());
+            peers.forward(owner, op, deadline, reply_to());
             true
         }
     }
@@ -200,8 +199,8 @@ fn changed(shard: &Shard, peers: &Peers, group: &str, key: &str) {
     shard.negative().remove(group, key);
     let others = shard.other_members();
     shard.count_invalidations_sent(others.len() as u64);
-    for (addr, name) in others.iter() {
-        peers.invalidate(*addr, name, group, key);
+    for &addr in others.iter() {
+        peers.invalidate(addr, group, key);
     }
 }
 

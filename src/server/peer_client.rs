@@ -73,32 +73,27 @@ impl Peers {
 
     /// Sends `op` to the node at `addr`; the reply (or the failure) goes to
     /// `reply_to`, by `deadline` or the peer timeout at the latest. A Get's
-    /// value may be kept as a hot copy. `node_id` names the peer in errors.
-    pub fn forward(
-        &self,
-        addr: SocketAddr,
-        node_id: &str,
-        op: CacheOp,
-        deadline: Option<Instant>,
-        reply_to: ReplyTo,
-    ) {
-        let client = self.client(addr, node_id);
+    /// value may be kept as a hot copy.
+    pub fn forward(&self, addr: SocketAddr, op: CacheOp, deadline: Option<Instant>, reply_to: ReplyTo) {
+        let client = self.client(addr);
         client.call(op, deadline, reply_to);
     }
 
     /// Tells the node at `addr` to drop its hot copy of (group, key). Best
     /// effort: not answered, dropped while the peer is unreachable.
-    pub fn invalidate(&self, addr: SocketAddr, node_id: &str, group: &str, key: &str) {
-        self.client(addr, node_id).invalidate(group, key);
+    pub fn invalidate(&self, addr: SocketAddr, group: &str, key: &str) {
+        self.client(addr).invalidate(group, key);
     }
 
-    fn client(&self, addr: SocketAddr, node_id: &str) -> Rc<PeerClient> {
+    /// The client of the node at `addr`, made on first use (named by the
+    /// node id the ring knows it by).
+    fn client(&self, addr: SocketAddr) -> Rc<PeerClient> {
         if let Some(c) = self.clients.borrow().get(&addr) {
             return c.clone();
         }
         let c = Rc::new(PeerClient::new(
             addr,
-            node_id,
+            &self.shard.node_name(addr),
             self.settings.clone(),
             self.shard.clone(),
         ));

@@ -206,15 +206,15 @@ pub struct Shard {
     /// Slots the sweep still has to check for keys this node no longer
     /// owns, after a ring change.
     purge_left: Cell<usize>,
-    /// The ring's other members and their node ids.
-    others: RefCell<Rc<[(SocketAddr, String)]>>,
+    /// The ring's other members.
+    others: RefCell<Rc<[SocketAddr]>>,
 }
 
-fn others_of(ring: &Ring, me: SocketAddr) -> Rc<[(SocketAddr, String)]> {
+fn others_of(ring: &Ring, me: SocketAddr) -> Rc<[SocketAddr]> {
     ring.members()
         .iter()
-        .filter(|m| m.addr != me)
-        .map(|m| (m.addr, m.node_id.clone()))
+        .map(|m| m.addr)
+        .filter(|&a| a != me)
         .collect()
 }
 
@@ -298,9 +298,9 @@ impl Shard {
         (owner != self.me).then_some(owner)
     }
 
-    /// The other members of the ring, with their node ids (where
-    /// invalidations go); computed once per ring.
-    pub fn other_members(&self) -> Rc<[(SocketAddr, String)]> {
+    /// The other members of the ring (where invalidations go); computed
+    /// once per ring.
+    pub fn other_members(&self) -> Rc<[SocketAddr]> {
         self.others.borrow().clone()
     }
 
