@@ -74,7 +74,13 @@ impl Peers {
     /// Sends `op` to the node at `addr`; the reply (or the failure) goes to
     /// `reply_to`, by `deadline` or the peer timeout at the latest. A Get's
     /// value may be kept as a hot copy.
-    pub fn forward(&self, addr: SocketAddr, op: CacheOp, deadline: Option<Instant>, reply_to: ReplyTo) {
+    pub fn forward(
+        &self,
+        addr: SocketAddr,
+        op: CacheOp,
+        deadline: Option<Instant>,
+        reply_to: ReplyTo,
+    ) {
         let client = self.client(addr);
         client.call(op, deadline, reply_to);
     }
