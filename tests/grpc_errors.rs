@@ -340,7 +340,7 @@ fn responses_advertise_identity_encoding() {
     assert_eq!(r.grpc_status(), Some(0), "{r:?}");
     assert_eq!(r.header("grpc-accept-encoding"), Some("identity"), "{r:?}");
     assert!(
-        r.header("grpc-encoding").map_or(true, |e| e == "identity"),
+        r.header("grpc-encoding").is_none_or(|e| e == "identity"),
         "{r:?}"
     );
 }
