@@ -3,8 +3,9 @@
 //! malformed entries; and the static and alone rings.
 //!
 //! Nodes are `Control` instances with made-up advertise addresses (no cache
-//! server runs). A crashed node is a child process (this test binary run
-//! again on `child_node`) killed with SIGKILL, so nothing revokes its lease.
+//! server runs), except the crashed one: a real `shardcache` process
+//! registered under a made-up advertise address and killed with SIGKILL,
+//! so nothing revokes its lease.
 //! Every wait polls a condition under a generous deadline.
 
 #[path = "common/etcd.rs"]
@@ -306,37 +307,8 @@ fn crashed_node_expires_after_its_ttl() {
     );
 }
 
-/// Not a test: `crashed_node_expires_after_its_ttl` runs this binary on it
-/// as a child process that registers a node and waits to be killed.
-#[test]
-#[ignore = "helper run as a child process"]
-fn child_node() {
-    let (Ok(endpoint), Ok(prefix), Ok(id), Ok(port)) = (
-        std::env::var("CLUSTER_CHILD_ETCD"),
-        std::env::var("CLUSTER_CHILD_PREFIX"),
-        std::env::var("CLUSTER_CHILD_ID"),
-        std::env::var("CLUSTER_CHILD_PORT"),
-    ) else {
-        return;
-    };
-    let config = ClusterConfig {
-        node_id: id,
-        advertise: addr(port.parse().unwrap()),
-        shards: 2,
-        vnodes: 160,
-        membership: Membership::Etcd {
-            endpoints: vec![endpoint],
-            prefix,
-            lease_ttl: TTL,
-        },
-    };
-    let (control, _rx) = Control::start(config, 1).unwrap();
-    control.wait_first_ring(DEADLINE, &NO_STOP).unwrap();
-    println!("CHILD READY");
-    // Outlives the parent's patience; the parent kills it long before.
-    std::thread::sleep(Duration::from_secs(60));
-}
-
+/// A real node process (the `shardcache` binary) registered in etcd as
+/// `id` with advertise address 127.0.0.1:`port`, to be killed with SIGKILL.
 struct ChildNode {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
@@ -344,28 +316,40 @@ struct ChildNode {
 
 impl ChildNode {
     fn spawn(etcd: &Etcd, prefix: &str, id: &str, port: u16) -> ChildNode {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let advertise = format!("127.0.0.1:{port}");
+        let ttl = format!("{}s", TTL.as_secs());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
             .args([
-                "child_node",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--shards",
                 "1",
+                "--memory",
+                "16MiB",
+                "--node-id",
+                id,
+                "--advertise",
+                &advertise,
+                "--etcd",
+                &etcd.endpoint(),
+                "--etcd-prefix",
+                prefix,
+                "--lease-ttl",
+                &ttl,
             ])
-            .env("CLUSTER_CHILD_ETCD", etcd.endpoint())
-            .env("CLUSTER_CHILD_PREFIX", prefix)
-            .env("CLUSTER_CHILD_ID", id)
-            .env("CLUSTER_CHILD_PORT", port.to_string())
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
@@ -380,7 +364,8 @@ impl ChildNode {
         loop {
             let left = DEADLINE.saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains("CHILD READY") => return,
+                // It listens once registered and its first ring is read.
+                Ok(line) if line.contains("listening on") => return,
                 Ok(_) => {}
                 Err(_) => panic!("child node not ready within {DEADLINE:?}"),
             }
