@@ -139,6 +139,15 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await
 }
 
+/// Completes at `deadline`; never, when there is none (for selects whose
+/// timer arm is optional).
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => sleep(d.saturating_duration_since(std::time::Instant::now())).await,
+        None => futures_lite::future::pending().await,
+    }
+}
+
 /// A listening socket with SO_REUSEPORT: every shard binds the same address
 /// and the kernel spreads connections over them.
 pub struct Listener(TcpListener);

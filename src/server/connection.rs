@@ -363,13 +363,8 @@ impl Conn {
                         Wake::Mail
                     },
                     async {
-                        match deadline {
-                            Some(d) => {
-                                runtime::sleep(d.saturating_duration_since(Instant::now())).await;
-                                Wake::Deadline
-                            }
-                            None => future::pending().await,
-                        }
+                        runtime::sleep_until(deadline).await;
+                        Wake::Deadline
                     },
                 ),
             )

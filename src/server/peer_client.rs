@@ -432,13 +432,8 @@ impl PeerClient {
                         Wake::Queued
                     },
                     async {
-                        match next_deadline {
-                            Some(d) => {
-                                runtime::sleep(d.saturating_duration_since(Instant::now())).await;
-                                Wake::Deadline
-                            }
-                            None => future::pending().await,
-                        }
+                        runtime::sleep_until(next_deadline).await;
+                        Wake::Deadline
                     },
                 ),
             )
