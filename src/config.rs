@@ -16,9 +16,6 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Largest key the contract allows, in bytes.
-pub const MAX_KEY_BYTES: usize = 4096;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "shardcache",
@@ -68,12 +65,12 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
 
     /// Memory budget for cached data (e.g. 64MiB, 1GiB), split evenly over shards.
-    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
     pub memory: u64,
 
     /// Largest accepted value (e.g. 4MiB); a larger request message is refused
     /// with RESOURCE_EXHAUSTED.
-    #[arg(long = "max-value", default_value = "4MiB", value_parser = parse_size)]
+    #[arg(long = "max-value", default_value = "4MiB", value_parser = parse_max_value)]
     pub max_value: u64,
 
     /// This node's identifier, reported by Stats. Default: the listen address.
@@ -85,7 +82,9 @@ pub struct ServeArgs {
     pub max_connections: u32,
 
     /// Close a connection that has had no open stream and no traffic for this long (e.g. 300s, 5m).
-    #[arg(long = "idle-timeout", default_value = "300s", value_parser = parse_duration)]
+    /// A client that reads none of its responses for this long is
+    /// disconnected too.
+    #[arg(long = "idle-timeout", default_value = "300s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// How long an idle shard spins before sleeping in the kernel (e.g.
@@ -93,8 +92,23 @@ pub struct ServeArgs {
     /// cross-core hand-off from ~70 µs to ~7 µs, paid in CPU while traffic
     /// is intermittent. `auto`: 100us with several shards, 0 with one
     /// (nothing to hand off, so the spin would only burn CPU).
+    /// At most 10ms.
     #[arg(long = "spin-before-park", default_value = "auto", value_parser = parse_spin)]
     pub spin_before_park: Spin,
+
+    /// Bytes one connection may hold (unsent responses, unfinished
+    /// requests) and still take new requests; past it the connection reads
+    /// no more requests until its client reads, and at twice it the
+    /// connection is closed. `auto`: twice the largest request
+    /// (2 x (--max-value + 16KiB)), so one largest request always fits.
+    #[arg(long = "conn-buffer", default_value = "auto", value_parser = parse_auto_size)]
+    pub conn_buffer: AutoSize,
+
+    /// Bytes all connections of the node may hold together (split over
+    /// the shards); past it only connections that hold little take new
+    /// requests. `auto`: a quarter of --memory, at least 64MiB.
+    #[arg(long = "node-buffer", default_value = "auto", value_parser = parse_auto_size)]
+    pub node_buffer: AutoSize,
 
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style
     /// filter). RUST_LOG is used when this is not set.
@@ -103,13 +117,13 @@ pub struct ServeArgs {
 
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before
     /// the node exits anyway.
-    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_timeout)]
     pub shutdown_timeout: Duration,
 
     /// How long a request forwarded to the key's owner node may wait for
     /// its answer when the client set no deadline (grpc-timeout); then it
     /// fails with UNAVAILABLE naming the peer.
-    #[arg(long = "peer-timeout", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "peer-timeout", default_value = "5s", value_parser = parse_timeout)]
     pub peer_timeout: Duration,
 
     /// Where other nodes reach this one (IP:PORT) and its identity on the
@@ -473,7 +487,75 @@ fn parse_spin(s: &str) -> Result<Spin, String> {
     if s.trim().eq_ignore_ascii_case("auto") {
         return Ok(Spin::Auto);
     }
-    parse_duration(s).map(Spin::For)
+    let d = parse_duration(s)?;
+    if d > MAX_SPIN {
+        return Err(format!(
+            "'{s}' is longer than {} ms: a spin that long only burns CPU (0 disables it)",
+            MAX_SPIN.as_millis()
+        ));
+    }
+    Ok(Spin::For(d))
+}
+
+/// The longest `--spin-before-park`: past a few hundred microseconds a
+/// spin buys no latency, only CPU.
+pub const MAX_SPIN: Duration = Duration::from_millis(10);
+
+/// The smallest `--memory`.
+pub const MIN_MEMORY: u64 = 64 << 10;
+
+/// The largest `--max-value`: a gRPC message length is 32 bits, and one
+/// value must fit a connection's buffer budget several times over.
+pub const MAX_MAX_VALUE: u64 = 1 << 30;
+
+/// A size, or `auto` (None: derived from other options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoSize(pub Option<u64>);
+
+fn parse_auto_size(s: &str) -> Result<AutoSize, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(AutoSize(None));
+    }
+    let v = parse_size(s)?;
+    if v < 64 << 10 {
+        return Err(format!("'{s}' is less than the minimum of 64KiB"));
+    }
+    Ok(AutoSize(Some(v)))
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v < MIN_MEMORY {
+        return Err(format!("'{s}' is less than the minimum of 64KiB"));
+    }
+    Ok(v)
+}
+
+fn parse_max_value(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v == 0 {
+        return Err(format!(
+            "'{s}' would refuse every value: give at least 1 byte"
+        ));
+    }
+    if v > MAX_MAX_VALUE {
+        return Err(format!("'{s}' is more than the maximum of 1GiB"));
+    }
+    Ok(v)
+}
+
+/// A timeout: more than zero (zero would end everything at once), at most a day.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!(
+            "'{s}' is too short: a timeout must be at least 1ms"
+        ));
+    }
+    if d > Duration::from_secs(86_400) {
+        return Err(format!("'{s}' is longer than a day"));
+    }
+    Ok(d)
 }
 
 fn parse_hot_fraction(s: &str) -> Result<f64, String> {

@@ -5,6 +5,12 @@ use shardcache::config::{self, Action};
 use shardcache::{runtime, server};
 use std::process::ExitCode;
 
+/// mimalloc returns freed pages to the OS within milliseconds, so the
+/// node's RSS comes back down after a burst (glibc's malloc kept hundreds
+/// of MiB of freed connection buffers in its per-thread arenas).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let action = match config::load(std::env::args_os().collect(), std::env::vars()) {
         Ok(a) => a,
@@ -16,7 +22,7 @@ fn main() -> ExitCode {
         Action::CheckConfig(a) => {
             let c = server::NodeConfig::from_args(&a);
             // Origins are resolved too, as the node would at start-up.
-            if let Err(e) = c.group_specs() {
+            if let Err(e) = c.check().and_then(|()| c.group_specs().map(drop)) {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
@@ -26,6 +32,10 @@ fn main() -> ExitCode {
     };
     init_logging(args.log_level.as_deref());
     let config = server::NodeConfig::from_args(&args);
+    if let Err(e) = config.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     // Not fatal by itself: recent kernels do not charge io_uring to the
     // limit. If executors then fail to start, that error repeats the hint.
     if let Err(e) = runtime::raise_memlock(config.shards) {

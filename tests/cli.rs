@@ -163,7 +163,12 @@ async fn sizes_accept_units() {
         ("64KiB", 2, 32 * KIB),
     ];
     for (memory, shards, per_shard) in cases {
-        let node = Node::builder().memory(memory).shards(shards).start();
+        // --max-value may not exceed a shard's share of --memory.
+        let node = Node::builder()
+            .memory(memory)
+            .shards(shards)
+            .max_value("16KiB")
+            .start();
         let mut c = node.client().await;
         let s = stats(&mut c).await;
         assert_eq!(s.shards.len(), shards, "--memory {memory}");
@@ -227,4 +232,38 @@ fn the_shipped_example_config_is_valid() {
         text.contains("http: Some(") && text.contains("10.0.0.5:7071"),
         "{text}"
     );
+}
+
+#[test]
+fn impossible_values_are_refused_naming_the_option() {
+    for (args, names) in [
+        (&["--memory", "0"][..], "--memory"),
+        (&["--max-value", "0"], "--max-value"),
+        (&["--max-value", "5GiB"], "--max-value"),
+        (&["--idle-timeout", "0"], "--idle-timeout"),
+        (&["--peer-timeout", "0"], "--peer-timeout"),
+        (&["--spin-before-park", "10h"], "--spin-before-park"),
+        (&["--conn-buffer", "1KiB"], "--conn-buffer"),
+        // Combinations: a value that could never be stored or received.
+        (&["--max-value", "1MiB", "--memory", "64KiB"], "--max-value"),
+        (
+            &["--max-value", "1MiB", "--conn-buffer", "512KiB"],
+            "--conn-buffer",
+        ),
+    ] {
+        let mut argv = vec!["check-config"];
+        argv.extend_from_slice(args);
+        let out = run(&argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?} accepted:\n{err}");
+        assert!(
+            err.contains(names),
+            "{argv:?}: the error should name {names}:\n{err}"
+        );
+        // The node refuses the same values at start-up.
+        argv[0] = "serve";
+        argv.extend_from_slice(&["--listen", "127.0.0.1:0", "--http", "off"]);
+        let out = run(&argv);
+        assert_eq!(out.status.code(), Some(2), "{argv:?} started");
+    }
 }

@@ -121,7 +121,11 @@ async fn deleting_and_overwriting_release_budget() {
     // 4 MiB over 2 shards (2 MiB each); 30 x 64 KiB = 1.9 MiB of live data
     // at any time, so even all 30 keys on one shard fit. Rewritten 20
     // times: with correct accounting nothing needs evicting.
-    let node = Node::builder().memory("4MiB").shards(2).start();
+    let node = Node::builder()
+        .memory("4MiB")
+        .shards(2)
+        .max_value("1MiB")
+        .start();
     let mut c = node.client().await;
     for round in 0..20 {
         for i in 0..30 {

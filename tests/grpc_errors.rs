@@ -164,12 +164,13 @@ async fn value_over_max_value_is_rejected() {
 
 #[tokio::test]
 async fn value_larger_than_a_shard_budget_is_rejected_without_evicting() {
-    // 4 MiB over 4 shards: 1 MiB per shard; a 2 MiB value is under --max-value
-    // but can never fit a shard.
+    // 4 MiB over 4 shards: 1 MiB per shard; a 1 MiB value is within
+    // --max-value (which may not exceed a shard's share) but, with its key
+    // and the entry's overhead, can never fit a shard.
     let node = Node::builder()
         .memory("4MiB")
         .shards(4)
-        .max_value("4MiB")
+        .max_value("1MiB")
         .start();
     let mut c = node.client().await;
     let s0 = stats(&mut c).await;
@@ -185,7 +186,7 @@ async fn value_larger_than_a_shard_budget_is_rejected_without_evicting() {
         )
         .await;
     }
-    let big = value_for("big", 2 << 20);
+    let big = value_for("big", 1 << 20);
     let s = c
         .set(set_req("", "big", &big, 0))
         .await

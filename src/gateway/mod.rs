@@ -22,10 +22,9 @@
 //! status: 400 bad group/key/ttl/query, 404 unknown path, 405 known path
 //! with another method (with `Allow`), 413 value over `--max-value`.
 
-use crate::config::MAX_KEY_BYTES;
 use crate::protocol::grpc::Code;
 use crate::protocol::http1::{self, Method};
-use bytes::Bytes;
+use crate::protocol::{CacheOp, Invalid};
 
 #[cfg(test)]
 mod tests;
@@ -35,29 +34,10 @@ mod tests;
 pub enum Route {
     /// A cache operation. For a HEAD request the op is `Get`; answer with
     /// `respond(.., head = true, ..)`.
-    Cache(CacheRequest),
+    Cache(CacheOp),
     Metrics,
     Healthz,
     Readyz,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheRequest {
-    pub op: CacheOp,
-    /// `""` is the default group.
-    pub group: String,
-    pub key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheOp {
-    Get,
-    /// `ttl_ms` 0: never expires.
-    Set {
-        value: Bytes,
-        ttl_ms: u64,
-    },
-    Delete,
 }
 
 /// A response whose body is one line of text: every error, and the
@@ -171,41 +151,24 @@ pub fn route(req: &http1::Request, max_value: u64) -> Result<Route, Response> {
         g => percent_decode(g, "group")?,
     };
     let key = percent_decode(key, "key")?;
-    if key.is_empty() {
-        return Err(Response::new(
-            400,
-            format!("key is empty: a key must be 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Response::new(
-            400,
-            format!(
-                "key is {} bytes: the limit is {MAX_KEY_BYTES} bytes",
-                key.len()
-            ),
-        ));
-    }
     let op = match req.method {
-        Method::Put => {
-            if req.body.len() as u64 > max_value {
-                return Err(Response::new(
-                    413,
-                    format!(
-                        "value is {} bytes: the limit is {max_value} bytes (--max-value)",
-                        req.body.len()
-                    ),
-                ));
-            }
-            CacheOp::Set {
-                value: req.body.clone(),
-                ttl_ms: ttl_ms.unwrap_or(0),
-            }
-        }
-        Method::Delete => CacheOp::Delete,
-        _ => CacheOp::Get,
+        Method::Put => CacheOp::Set {
+            group,
+            key,
+            value: req.body.clone(),
+            ttl_ms: ttl_ms.unwrap_or(0),
+        },
+        Method::Delete => CacheOp::Delete { group, key },
+        _ => CacheOp::Get { group, key },
     };
-    Ok(Route::Cache(CacheRequest { op, group, key }))
+    if let Err(e) = op.validate(max_value) {
+        let status = match e {
+            Invalid::Name(_) => 400,
+            Invalid::ValueTooLarge { .. } => 413,
+        };
+        return Err(Response::new(status, e.to_string()));
+    }
+    Ok(Route::Cache(op))
 }
 
 /// The path and query of a target, in origin-form or absolute-form

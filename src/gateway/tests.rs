@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::protocol::http1::Request;
+use crate::protocol::{MAX_GROUP_BYTES, MAX_KEY_BYTES};
+use bytes::Bytes;
 
 const MAX_VALUE: u64 = 100;
 
@@ -22,11 +24,24 @@ fn get(target: &str) -> Result<Route, Response> {
     route(&req(Method::Get, target, b""), MAX_VALUE)
 }
 
-fn cache(op: CacheOp, group: &str, key: &str) -> Result<Route, Response> {
-    Ok(Route::Cache(CacheRequest {
-        op,
-        group: group.into(),
-        key: key.into(),
+/// What a route asks of its key, for building the expected [`CacheOp`].
+enum Kind {
+    Get,
+    Set { value: Bytes, ttl_ms: u64 },
+    Delete,
+}
+
+fn cache(kind: Kind, group: &str, key: &str) -> Result<Route, Response> {
+    let (group, key) = (group.to_string(), key.to_string());
+    Ok(Route::Cache(match kind {
+        Kind::Get => CacheOp::Get { group, key },
+        Kind::Set { value, ttl_ms } => CacheOp::Set {
+            group,
+            key,
+            value,
+            ttl_ms,
+        },
+        Kind::Delete => CacheOp::Delete { group, key },
     }))
 }
 
@@ -39,22 +54,19 @@ fn err(r: Result<Route, Response>) -> Response {
 
 #[test]
 fn cache_routes() {
-    assert_eq!(
-        get("/v1/users/alice"),
-        cache(CacheOp::Get, "users", "alice")
-    );
+    assert_eq!(get("/v1/users/alice"), cache(Kind::Get, "users", "alice"));
     assert_eq!(
         route(&req(Method::Head, "/v1/_/k", b""), MAX_VALUE),
-        cache(CacheOp::Get, "", "k")
+        cache(Kind::Get, "", "k")
     );
     assert_eq!(
         route(&req(Method::Delete, "/v1/g/k", b""), MAX_VALUE),
-        cache(CacheOp::Delete, "g", "k")
+        cache(Kind::Delete, "g", "k")
     );
     assert_eq!(
         route(&req(Method::Put, "/v1/g/k", b"v"), MAX_VALUE),
         cache(
-            CacheOp::Set {
+            Kind::Set {
                 value: Bytes::from_static(b"v"),
                 ttl_ms: 0
             },
@@ -65,7 +77,7 @@ fn cache_routes() {
     assert_eq!(
         route(&req(Method::Put, "/v1/g/k?ttl_ms=1500", b""), MAX_VALUE),
         cache(
-            CacheOp::Set {
+            Kind::Set {
                 value: Bytes::new(),
                 ttl_ms: 1500
             },
@@ -77,22 +89,19 @@ fn cache_routes() {
     let full = &[b'x'; MAX_VALUE as usize];
     assert!(route(&req(Method::Put, "/v1/g/k?&ttl_ms=0&", full), MAX_VALUE).is_ok());
     // absolute-form targets
-    assert_eq!(
-        get("http://node:8080/v1/g/k"),
-        cache(CacheOp::Get, "g", "k")
-    );
+    assert_eq!(get("http://node:8080/v1/g/k"), cache(Kind::Get, "g", "k"));
     assert_eq!(get("HTTP://node:8080/healthz"), Ok(Route::Healthz));
 }
 
 #[test]
 fn percent_decoding() {
-    assert_eq!(get("/v1/a%2Fb/c%2fd"), cache(CacheOp::Get, "a/b", "c/d"));
-    assert_eq!(get("/v1/%5F/k"), cache(CacheOp::Get, "_", "k"));
+    assert_eq!(get("/v1/a%2Fb/c%2fd"), cache(Kind::Get, "a/b", "c/d"));
+    assert_eq!(get("/v1/%5F/k"), cache(Kind::Get, "_", "k"));
     assert_eq!(
         get("/v1/g/caf%C3%A9%20au%20lait"),
-        cache(CacheOp::Get, "g", "café au lait")
+        cache(Kind::Get, "g", "café au lait")
     );
-    assert_eq!(get("/v1/g/a+b"), cache(CacheOp::Get, "g", "a+b"));
+    assert_eq!(get("/v1/g/a+b"), cache(Kind::Get, "g", "a+b"));
     for (target, what) in [
         ("/v1/g/%", "key has an invalid percent-escape"),
         ("/v1/g/%4", "key has an invalid percent-escape"),
@@ -126,6 +135,26 @@ fn key_and_group_errors() {
     assert_eq!(
         (e.status, e.message.as_str()),
         (400, "group is empty: write _ for the default group")
+    );
+    // the same rules as gRPC and peers: no control characters, groups
+    // of at most 128 bytes
+    let e = err(get("/v1/g/a%00b"));
+    assert_eq!(e.status, 400);
+    assert!(
+        e.message.starts_with("key has a control character"),
+        "{}",
+        e.message
+    );
+    let e = err(get("/v1/g%0A/k"));
+    assert!(
+        e.message.starts_with("group has a control character"),
+        "{}",
+        e.message
+    );
+    let e = err(get(&format!("/v1/{}/k", "g".repeat(MAX_GROUP_BYTES + 1))));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (400, "group is 129 bytes: the limit is 128 bytes")
     );
 }
 

@@ -44,6 +44,50 @@ impl Interface {
     }
 }
 
+/// What the node did to protect itself from a client, counted in
+/// `shardcache_guard_events_total{event}` (docs/operations.md says what
+/// each means and when to worry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// A connection was refused over --max-connections.
+    ConnectionLimit = 0,
+    /// A connection was closed after --idle-timeout without traffic.
+    IdleClosed = 1,
+    /// A connection was closed because its client read none of its
+    /// responses for --idle-timeout (the write stalled).
+    WriteStalled = 2,
+    /// A connection was closed for holding more than twice its buffer
+    /// budget (--conn-buffer).
+    BufferLimit = 3,
+    /// A request stream was refused (REFUSED_STREAM) or input was held
+    /// back because the connection or the node was at its buffer budget.
+    Backpressure = 4,
+    /// A call ended DEADLINE_EXCEEDED before its request had fully arrived.
+    IncompleteDeadline = 5,
+}
+
+impl Guard {
+    pub const ALL: [Guard; 6] = [
+        Guard::ConnectionLimit,
+        Guard::IdleClosed,
+        Guard::WriteStalled,
+        Guard::BufferLimit,
+        Guard::Backpressure,
+        Guard::IncompleteDeadline,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Guard::ConnectionLimit => "connection_limit",
+            Guard::IdleClosed => "idle_closed",
+            Guard::WriteStalled => "write_stalled",
+            Guard::BufferLimit => "buffer_limit",
+            Guard::Backpressure => "backpressure",
+            Guard::IncompleteDeadline => "incomplete_deadline",
+        }
+    }
+}
+
 /// What a request did, whichever interface carried it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {

@@ -8,7 +8,7 @@
 //! appear once they are nonzero. Per-shard series carry `shard`; the rest
 //! are summed over the shards.
 
-use super::{Histogram, Interface, Method, MetricsSnapshot, PeerError, STATUS_SLOTS};
+use super::{Guard, Histogram, Interface, Method, MetricsSnapshot, PeerError, STATUS_SLOTS};
 use crate::store::StoreStats;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
@@ -311,6 +311,26 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
             s.metrics.handoffs(),
         );
     }
+
+    w.family(
+        "shardcache_guard_events_total",
+        "counter",
+        "What the node did to protect itself from a client, by event.",
+    );
+    for g in Guard::ALL {
+        let n: u64 = metrics().map(|s| s.guards(g)).sum();
+        w.sample("shardcache_guard_events_total", &[("event", g.label())], n);
+    }
+    w.family(
+        "shardcache_connection_buffer_bytes",
+        "gauge",
+        "Bytes held by client and peer connections: unsent responses, unfinished requests.",
+    );
+    w.sample(
+        "shardcache_connection_buffer_bytes",
+        &[],
+        metrics().map(|s| s.connection_buffers).sum::<u64>(),
+    );
 
     let mut peers: BTreeMap<&str, (u64, [u64; PeerError::ALL.len()])> = BTreeMap::new();
     for s in metrics() {

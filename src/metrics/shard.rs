@@ -2,7 +2,7 @@
 //! `&mut self`; every update is a fixed array slot, except the first call
 //! to or error from a new peer node, which adds it to a short list.
 
-use super::{Histogram, Interface, Method, PeerError, ReplyStatus, STATUS_SLOTS};
+use super::{Guard, Histogram, Interface, Method, PeerError, ReplyStatus, STATUS_SLOTS};
 use std::time::Duration;
 
 const INTERFACES: usize = Interface::ALL.len();
@@ -15,6 +15,10 @@ pub struct ShardMetrics {
     connections_opened: [u64; INTERFACES],
     connections_closed: [u64; INTERFACES],
     handoffs: u64,
+    guards: [u64; Guard::ALL.len()],
+    /// Bytes the shard's connections hold now (gauge): unsent responses,
+    /// unfinished requests.
+    pub connection_buffers: u64,
     /// A handful of nodes: a linear search beats hashing their addresses.
     peers: Vec<PeerStats>,
     /// Reads answered by the hot cache of remote keys.
@@ -51,6 +55,8 @@ impl Default for ShardMetrics {
             connections_opened: [0; INTERFACES],
             connections_closed: [0; INTERFACES],
             handoffs: 0,
+            guards: [0; Guard::ALL.len()],
+            connection_buffers: 0,
             peers: Vec::new(),
             hot_hits: 0,
             loads: 0,
@@ -88,6 +94,14 @@ impl ShardMetrics {
 
     pub fn connection_closed(&mut self, interface: Interface) {
         self.connections_closed[interface as usize] += 1;
+    }
+
+    pub fn guard(&mut self, event: Guard, n: u64) {
+        self.guards[event as usize] += n;
+    }
+
+    pub fn guards(&self, event: Guard) -> u64 {
+        self.guards[event as usize]
     }
 
     /// Counts `n` requests handed to other shards of this node.

@@ -257,7 +257,7 @@ fn renders_known_lines() {
     // one HELP and one TYPE per family
     let types = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = lines.iter().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((types, helps), (31, 31));
+    assert_eq!((types, helps), (33, 33));
     assert!(out.ends_with('\n'));
 }
 

@@ -13,4 +13,4 @@ pub mod http2;
 mod op;
 pub mod peer;
 
-pub use op::CacheOp;
+pub use op::{check_group, check_key, CacheOp, Invalid, MAX_GROUP_BYTES, MAX_KEY_BYTES};

@@ -17,31 +17,29 @@
 //! decoding; the last response says `Connection: close`. An idle
 //! connection closes at the first notice.
 
-use super::connection::{linger, ConnShared, OpenGuard, Registry};
 use super::dispatch::{self, Local};
+use super::driver::{self, Session};
+use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
 use super::peer_client::Peers;
 use super::NodeShared;
 use crate::cluster::EtcdState;
-use crate::gateway::{self, CacheRequest, Outcome, Response, Route};
-use crate::metrics::{self, Interface, NodeInfo, ReplyStatus, ShardSnapshot};
+use crate::gateway::{self, Outcome, Response, Route};
+use crate::metrics::{self, Guard, Interface, NodeInfo, ReplyStatus, ShardSnapshot};
 use crate::protocol::grpc::Code;
 use crate::protocol::http1::{self, Decoder, Limits, Request};
 use crate::protocol::CacheOp;
 use crate::runtime::Stream;
-use crate::shard::{Op, Reply, ReplyTo, Shard};
+use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
-use futures_lite::future;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 << 10;
-
 /// Responses one connection may owe at once; past this it stops reading
 /// until the oldest is answered, so a client that pipelines without
-/// reading cannot make us queue without bound.
+/// reading cannot make us queue without bound (nor can it in bytes: it
+/// also stops while what it owes fills `--conn-buffer`).
 const MAX_PIPELINED: usize = 64;
 
 /// Serves one connection accepted on the gateway address. `refuse` (over
@@ -63,6 +61,7 @@ pub async fn serve(
     let shared = Rc::new(ConnShared::default());
     let id = registry.add(shared.clone());
     if refuse {
+        registry.count(Guard::ConnectionLimit);
         let mut out = Vec::new();
         let msg = format!(
             "connection limit reached (--max-connections {})",
@@ -72,6 +71,7 @@ pub async fn serve(
         let _ = stream.write_all(&out).await;
     } else {
         let max_value = node.config.max_value;
+        let now = Instant::now();
         let mut c = HttpConn {
             decoder: Decoder::new(Limits {
                 max_body: usize::try_from(max_value).unwrap_or(usize::MAX),
@@ -81,19 +81,28 @@ pub async fn serve(
             shard: shard.clone(),
             peers,
             node,
-            shared: shared.clone(),
-            input: BytesMut::with_capacity(READ_CHUNK),
+            mailbox: shared.mailbox().clone(),
             queue: VecDeque::new(),
+            parked: 0,
             out: Vec::new(),
             text: String::new(),
+            replies: Vec::new(),
             next_tag: 0,
             closing: false,
             eof: false,
+            input_left: false,
             draining: 0,
-            last_read: Instant::now(),
-            request_started: Instant::now(),
+            last_read: now,
+            request_started: now,
         };
-        c.run(&mut stream).await;
+        let _ = driver::drive(
+            &mut stream,
+            &mut c,
+            &shared,
+            Some(&registry),
+            BytesMut::new(),
+        )
+        .await;
     }
     shared.mailbox().close();
     registry.remove(id);
@@ -121,32 +130,29 @@ struct Waiting {
     snapshots: Option<Vec<Option<ShardSnapshot>>>,
 }
 
-enum Wake {
-    Read(std::io::Result<usize>),
-    Mail,
-}
-
 struct HttpConn {
     decoder: Decoder,
     max_value: u64,
     shard: Rc<Shard>,
     peers: Rc<Peers>,
     node: Arc<NodeShared>,
-    shared: Rc<ConnShared>,
-    /// Bytes read and not yet decoded: at most a partial request (bounded
-    /// by the decoder's limits) plus one read.
-    input: BytesMut,
+    mailbox: Rc<Mailbox>,
     queue: VecDeque<Slot>,
+    /// Bytes of the `Ready` slots in `queue`.
+    parked: usize,
     /// What this turn writes: every response whose turn has come.
     out: Vec<u8>,
-    /// Reused for /metrics.
+    /// Reused for /metrics, and for the replies of one drain.
     text: String,
+    replies: Vec<(u32, Reply)>,
     next_tag: u32,
     /// No request is decoded any more: the last one asked to close, or
     /// could not be decoded.
     closing: bool,
     /// The client closed its side: answer what is queued, then close.
     eof: bool,
+    /// Bytes of a request not yet decoded were left in the input.
+    input_left: bool,
     /// Shutdown notices seen: 1 lets a part-way request finish, 2 stops.
     draining: u8,
     last_read: Instant,
@@ -154,77 +160,86 @@ struct HttpConn {
     request_started: Instant,
 }
 
-impl HttpConn {
-    async fn run(&mut self, stream: &mut Stream) {
-        let mut rbuf = vec![0u8; READ_CHUNK];
-        let mut replies = Vec::new();
-        loop {
-            if self.shared.take_shutdown() {
-                self.draining = (self.draining + 1).min(2);
-            }
-            if self.shared.take_idle() && self.queue.is_empty() {
-                if self.partial() {
-                    let r = Response::new(408, "request not completed within --idle-timeout");
-                    self.respond(metrics::Method::Other, self.request_started, |out, _| {
-                        r.encode(out, false, false);
-                        408
-                    });
-                }
-                self.closing = true;
-                self.eof = true;
-            }
-            self.shared.mailbox().drain_into(&mut replies);
-            for (tag, reply) in replies.drain(..) {
-                self.on_reply(tag, reply);
-            }
-            self.decode_all();
-            if !self.out.is_empty() {
-                if stream.write_all(&self.out).await.is_err() {
-                    return;
-                }
-                self.out.clear();
-            }
-            if self.finished() {
-                return;
-            }
-            self.shared.set_busy(!self.queue.is_empty());
-            let read =
-                !self.eof && !self.closing && self.draining < 2 && self.queue.len() < MAX_PIPELINED;
-            let mailbox = self.shared.mailbox().clone();
-            let wake = future::or(
-                async {
-                    if read {
-                        Wake::Read(stream.read(&mut rbuf).await)
-                    } else {
-                        future::pending().await
-                    }
-                },
-                async {
-                    mailbox.wait().await;
-                    Wake::Mail
-                },
-            )
-            .await;
-            match wake {
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => self.eof = true,
-                Wake::Read(Ok(n)) => {
-                    self.shared.touch();
-                    let now = Instant::now();
-                    if !self.partial() {
-                        self.request_started = now;
-                    }
-                    self.last_read = now;
-                    self.input
-                        .extend_from_slice(rbuf.get(..n).unwrap_or_default());
-                }
-                Wake::Mail => {}
-            }
+impl Session for HttpConn {
+    fn on_input(&mut self, input: &mut BytesMut, room: Room, now: Instant) -> bool {
+        if !self.partial() {
+            self.request_started = now;
         }
+        self.last_read = now;
+        let stopped = self.decode_all(input, room);
+        self.input_left = !input.is_empty();
+        stopped
     }
 
+    fn on_eof(&mut self) {
+        self.eof = true;
+    }
+
+    fn on_wake(&mut self, _room: Room, _now: Instant) {
+        let mut replies = std::mem::take(&mut self.replies);
+        self.mailbox.drain_into(&mut replies);
+        for (tag, reply) in replies.drain(..) {
+            self.on_reply(tag, reply);
+        }
+        self.replies = replies;
+    }
+
+    fn on_idle(&mut self) {
+        if !self.queue.is_empty() {
+            return;
+        }
+        if self.partial() {
+            let r = Response::new(408, "request not completed within --idle-timeout");
+            self.respond(metrics::Method::Other, self.request_started, |out, _| {
+                r.encode(out, false, false);
+                408
+            });
+        }
+        self.closing = true;
+        self.eof = true;
+    }
+
+    fn on_shutdown(&mut self) {
+        self.draining = (self.draining + 1).min(2);
+    }
+
+    fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
+    fn held(&self) -> usize {
+        self.out.len() + self.parked
+    }
+
+    fn wants_input(&self, room: Room) -> bool {
+        !self.eof
+            && !self.closing
+            && self.draining < 2
+            && self.queue.len() < MAX_PIPELINED
+            && room.admits(self.held())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    fn is_done(&self) -> bool {
+        self.finished()
+    }
+}
+
+impl HttpConn {
     /// True when part of a request has arrived (head or body).
     fn partial(&self) -> bool {
-        !self.input.is_empty() || !self.decoder.is_between_requests()
+        self.input_left || !self.decoder.is_between_requests()
     }
 
     /// Nothing is owed and nothing more will be read.
@@ -241,16 +256,24 @@ impl HttpConn {
     /// part-way in).
     fn last_one(&self) -> bool {
         self.closing
-            || (self.eof && self.input.is_empty())
+            || (self.eof && !self.input_left)
             || self.draining == 2
             || (self.draining == 1 && !self.partial())
     }
 
-    /// Decodes and serves every complete request that has arrived.
-    fn decode_all(&mut self) {
+    /// Decodes and serves every complete request in `input`; true when it
+    /// stopped early with requests perhaps left (it owes too many
+    /// responses, or too many bytes for `room`).
+    fn decode_all(&mut self, input: &mut BytesMut, room: Room) -> bool {
         // Requests that arrived before the client half-closed are served.
-        while !self.closing && self.draining < 2 && self.queue.len() < MAX_PIPELINED {
-            match self.decoder.decode(&mut self.input) {
+        while !self.closing && self.draining < 2 {
+            if self.queue.len() >= MAX_PIPELINED || !room.admits(self.held()) {
+                return true;
+            }
+            let decoded = self.decoder.decode(input);
+            // What is left decides whether a response is the last one.
+            self.input_left = !input.is_empty();
+            match decoded {
                 Ok(Some(req)) => {
                     let started = self.request_started;
                     // Bytes after it came with the last read at the latest.
@@ -262,7 +285,7 @@ impl HttpConn {
                         // An interim response, in order after those owed.
                         self.emit(|out| out.extend_from_slice(http1::CONTINUE));
                     }
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     self.closing = true;
@@ -271,10 +294,11 @@ impl HttpConn {
                         http1::encode_error(out, &e);
                         e.status
                     });
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     fn on_request(&mut self, req: Request, started: Instant) {
@@ -311,23 +335,12 @@ impl HttpConn {
 
     fn cache(
         &mut self,
-        c: CacheRequest,
+        op: CacheOp,
         head: bool,
         keep_alive: bool,
         method: metrics::Method,
         started: Instant,
     ) {
-        let CacheRequest { op, group, key } = c;
-        let op = match op {
-            gateway::CacheOp::Get => CacheOp::Get { group, key },
-            gateway::CacheOp::Set { value, ttl_ms } => CacheOp::Set {
-                group,
-                key,
-                value,
-                ttl_ms,
-            },
-            gateway::CacheOp::Delete => CacheOp::Delete { group, key },
-        };
         let tag = self.next_tag;
         self.next_tag = tag.wrapping_add(1);
         // Served here: encoded at once, straight from the store's bytes.
@@ -342,7 +355,7 @@ impl HttpConn {
             op,
             true,
             None,
-            || ReplyTo::Conn(self.shared.mailbox().clone(), tag),
+            || ReplyTo::Conn(self.mailbox.clone(), tag),
             |local| {
                 let failed;
                 let outcome = match local {
@@ -372,6 +385,7 @@ impl HttpConn {
             return;
         }
         if !direct {
+            self.parked += parked.len();
             self.queue.push_back(Slot::Ready(parked));
         }
         self.answered(method, started, status, ka);
@@ -388,7 +402,7 @@ impl HttpConn {
         let tag = self.next_tag;
         self.next_tag = tag.wrapping_add(1);
         for other in (0..n).filter(|&i| i != me) {
-            let to = ReplyTo::Conn(self.shared.mailbox().clone(), tag);
+            let to = ReplyTo::Conn(self.mailbox.clone(), tag);
             self.shard.submit(other, Op::Metrics, to);
         }
         self.queue.push_back(Slot::Waiting(Waiting {
@@ -510,6 +524,7 @@ impl HttpConn {
             self.queue.pop_front();
             while let Some(Slot::Ready(_)) = self.queue.front() {
                 if let Some(Slot::Ready(bytes)) = self.queue.pop_front() {
+                    self.parked -= bytes.len();
                     self.out.extend_from_slice(&bytes);
                 }
             }
@@ -518,6 +533,7 @@ impl HttpConn {
             let mut bytes = Vec::new();
             let status = f(&mut bytes, ka);
             if let Some(slot) = self.queue.get_mut(i) {
+                self.parked += bytes.len();
                 *slot = Slot::Ready(bytes);
             }
             status
@@ -539,6 +555,7 @@ impl HttpConn {
         } else {
             let mut bytes = Vec::new();
             let status = f(&mut bytes, ka);
+            self.parked += bytes.len();
             self.queue.push_back(Slot::Ready(bytes));
             status
         };
@@ -553,6 +570,7 @@ impl HttpConn {
         } else {
             let mut bytes = Vec::new();
             f(&mut bytes);
+            self.parked += bytes.len();
             self.queue.push_back(Slot::Ready(bytes));
         }
     }
@@ -571,10 +589,10 @@ impl HttpConn {
 /// The `method` label of a request: what it asked, even when refused.
 fn metric_method(route: &Result<Route, Response>, req: &Request) -> metrics::Method {
     match route {
-        Ok(Route::Cache(c)) => match c.op {
-            gateway::CacheOp::Get => metrics::Method::Get,
-            gateway::CacheOp::Set { .. } => metrics::Method::Set,
-            gateway::CacheOp::Delete => metrics::Method::Delete,
+        Ok(Route::Cache(op)) => match op {
+            CacheOp::Get { .. } => metrics::Method::Get,
+            CacheOp::Set { .. } => metrics::Method::Set,
+            CacheOp::Delete { .. } => metrics::Method::Delete,
         },
         Ok(Route::Metrics) => metrics::Method::Metrics,
         Ok(Route::Healthz | Route::Readyz) => metrics::Method::Health,

@@ -1,13 +1,17 @@
 //! The node: starts one pinned executor per shard, joins them into the
 //! cross-core mesh, binds every shard to the gRPC listen address and the
 //! HTTP gateway address (SO_REUSEPORT) and runs each shard's accept loops,
-//! cross-core sender/receiver tasks and background sweeps. The protocol
-//! work of one connection is in [`connection`] (gRPC) and [`http`] (the
-//! gateway).
+//! cross-core sender/receiver tasks and background sweeps. Each
+//! connection is a sans-IO session ([`grpc`], [`http`] for the gateway,
+//! [`peer_session`], [`peer_client`]) run by the one loop in [`driver`];
+//! [`lifecycle`] holds what every connection shares (limits, idleness,
+//! shutdown, buffer accounting).
 
-mod connection;
 mod dispatch;
+mod driver;
+mod grpc;
 mod http;
+mod lifecycle;
 mod peer_client;
 mod peer_session;
 mod streaming;
@@ -55,6 +59,10 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     pub max_connections: u32,
     pub idle_timeout: Duration,
+    /// --conn-buffer, resolved.
+    pub conn_buffer: u64,
+    /// --node-buffer, resolved.
+    pub node_buffer: u64,
     pub spin_before_park: Duration,
     pub shutdown_timeout: Duration,
     /// Longest a forwarded call waits for its owner node without a client deadline.
@@ -85,6 +93,14 @@ impl NodeConfig {
             node_id: args.node_id.clone(),
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
+            conn_buffer: args
+                .conn_buffer
+                .0
+                .unwrap_or(2 * args.max_value.saturating_add(MESSAGE_OVERHEAD)),
+            node_buffer: args
+                .node_buffer
+                .0
+                .unwrap_or((args.memory / 4).max(64 << 20)),
             spin_before_park: match args.spin_before_park {
                 Spin::For(d) => d,
                 Spin::Auto if shards > 1 => AUTO_SPIN,
@@ -176,15 +192,53 @@ impl NodeConfig {
         Ok((advertise, node_id))
     }
 
+    /// What no single option's parser can tell: combinations that cannot
+    /// work. The node refuses to start with them; `check-config` reports them.
+    pub fn check(&self) -> Result<(), String> {
+        let per_shard = self.memory / self.shards.max(1) as u64;
+        if self.conn_buffer < self.max_value.saturating_add(MESSAGE_OVERHEAD) {
+            return Err(format!(
+                "--conn-buffer {} is less than the largest request (--max-value {} plus \
+                 {MESSAGE_OVERHEAD} bytes): such a request could never be received",
+                self.conn_buffer, self.max_value
+            ));
+        }
+        for g in &self.groups {
+            if let Err(e) = crate::protocol::check_group(&g.name) {
+                return Err(format!("groups.{}: {e}", g.name));
+            }
+        }
+        if self.max_value > per_shard {
+            return Err(format!(
+                "--max-value {} is more than one shard's share of --memory ({} bytes over {} \
+                 shards = {per_shard} bytes), so a value that large could never be stored: \
+                 raise --memory, lower --max-value or use fewer --shards",
+                self.max_value, self.memory, self.shards
+            ));
+        }
+        Ok(())
+    }
+
     /// Largest request message accepted: the value limit plus room for the rest.
     pub fn max_message(&self) -> usize {
         usize::try_from(self.max_value.saturating_add(MESSAGE_OVERHEAD)).unwrap_or(usize::MAX)
+    }
+
+    /// The buffer limits of one shard's connections.
+    fn buffer_limits(&self) -> lifecycle::BufferLimits {
+        lifecycle::BufferLimits {
+            per_connection: usize::try_from(self.conn_buffer).unwrap_or(usize::MAX),
+            per_shard: usize::try_from(self.node_buffer / self.shards.max(1) as u64)
+                .unwrap_or(usize::MAX),
+            write_stall: self.idle_timeout,
+        }
     }
 
     fn http2_settings(&self) -> ServerSettings {
         ServerSettings {
             // The 5-byte gRPC prefix rides in the body too.
             max_body_size: self.max_message().saturating_add(5),
+            body_budget: usize::try_from(self.conn_buffer).unwrap_or(usize::MAX),
             // Health Watch and reflection: see server/streaming.rs.
             is_streaming: crate::protocol::grpc::is_streaming_path,
             ..ServerSettings::default()
@@ -195,6 +249,10 @@ impl NodeConfig {
 /// How often a shard looks at the node-wide flags (shutdown) and proves it
 /// is alive (for the systemd watchdog).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(50);
+
+/// Housekeeping ticks between two `runtime::collect_freed_memory` calls
+/// (once a second): memory other shards freed goes back to the OS.
+const COLLECT_EVERY_TICKS: u32 = 20;
 
 /// How long a draining shard waits for clients to acknowledge the first
 /// GOAWAY before sending the final one regardless.
@@ -321,6 +379,7 @@ pub struct Hooks {
 /// and its shards have drained.
 pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Result<(), String> {
     let signal_rx = stop;
+    config.check()?;
     let (reservation, addr) = reserve(config.listen, "")?;
     let http_reservation = reserve_http(config.http, addr)?;
     let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
@@ -532,6 +591,8 @@ async fn run_shard(
         peer_client::PeerSettings {
             timeout: node.config.peer_timeout,
             max_frame: node.config.max_message().saturating_add(64),
+            max_queued: usize::try_from(node.config.conn_buffer).unwrap_or(usize::MAX),
+            idle_close: node.config.idle_timeout / 2,
         },
         shard.clone(),
     ));
@@ -556,8 +617,11 @@ async fn run_shard(
             sweeper.sweep(SWEEP_VISITS);
         }
     });
-    let conns = Rc::new(connection::Registry::default());
-    runtime::spawn(connection::reap_idle(
+    let conns = Rc::new(lifecycle::Registry::new(
+        shard.clone(),
+        node.config.buffer_limits(),
+    ));
+    runtime::spawn(lifecycle::reap_idle(
         conns.clone(),
         node.config.idle_timeout,
     ));
@@ -580,7 +644,7 @@ async fn run_shard(
     let _ = bound.send(Ok(id));
     let settings = node.config.http2_settings();
     let grpc = accept_loop(listener, &stop_grpc, &node, id, |stream, refuse, guard| {
-        runtime::spawn(connection::serve(
+        runtime::spawn(grpc::serve(
             stream,
             shard.clone(),
             peers.clone(),
@@ -638,7 +702,7 @@ async fn accept_loop(
     stop: &Notify,
     node: &Arc<NodeShared>,
     shard: usize,
-    mut serve: impl FnMut(Stream, bool, connection::OpenGuard),
+    mut serve: impl FnMut(Stream, bool, lifecycle::OpenGuard),
 ) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -650,7 +714,7 @@ async fn accept_loop(
         match accepted {
             Ok(stream) => {
                 let open = node.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-                let guard = connection::OpenGuard(node.clone());
+                let guard = lifecycle::OpenGuard(node.clone());
                 serve(stream, open > node.config.max_connections as usize, guard);
             }
             Err(e) => {
@@ -671,10 +735,15 @@ async fn housekeeping(
     peers: Rc<peer_client::Peers>,
     stops: Vec<Rc<Notify>>,
 ) {
+    let mut tick = 0u32;
     loop {
         runtime::sleep(HOUSEKEEPING_EVERY).await;
         if let Some(h) = node.heartbeats.get(shard.id()) {
             h.fetch_add(1, Ordering::Relaxed);
+        }
+        tick = tick.wrapping_add(1);
+        if tick % COLLECT_EVERY_TICKS == 0 {
+            runtime::collect_freed_memory();
         }
         if let Some(ring) = shard.refresh_ring() {
             let members: Vec<SocketAddr> = ring.members().iter().map(|m| m.addr).collect();

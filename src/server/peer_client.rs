@@ -17,20 +17,27 @@
 //! - every call has a deadline, the client's or `--peer-timeout`, whichever
 //!   is sooner; a stalled peer's calls end by it, and a write that stalls
 //!   that long drops the connection;
-//! - at most [`MAX_IN_FLIGHT`] calls wait on one peer; more are refused
-//!   (UNAVAILABLE) instead of queueing without bound.
+//! - at most [`MAX_IN_FLIGHT`] calls wait on one peer, and at most
+//!   [`PeerSettings::max_queued`] bytes of requests wait to be written; more
+//!   are refused (UNAVAILABLE) instead of queueing without bound;
+//! - a connection with nothing in flight for half the idle timeout is
+//!   closed by us, before the peer's idle reaper would close it under a
+//!   request (nodes of a cluster share --idle-timeout).
+//!
+//! The connection is a sans-IO [`ClientSession`] run by `driver`.
 //!
 //! Every forwarded call and every failed one is counted in the shard's
 //! metrics (`forwarded_requests_total`, `peer_errors_total` by kind).
 
+use super::driver::{self, Session};
+use super::lifecycle::{ConnShared, Room};
 use crate::metrics::PeerError;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
 use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
-use crate::shard::{Notify, Reply, ReplyTo, Shard};
+use crate::shard::{Reply, ReplyTo, Shard};
 use bytes::BytesMut;
-use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,7 +50,6 @@ pub const MAX_IN_FLIGHT: usize = 16_384;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-const READ_CHUNK: usize = 64 << 10;
 
 /// Settings shared by every peer client of a node.
 #[derive(Debug, Clone)]
@@ -52,6 +58,11 @@ pub struct PeerSettings {
     pub timeout: Duration,
     /// Largest reply frame accepted (a value up to --max-value).
     pub max_frame: usize,
+    /// Bytes of requests that may wait to be written to one peer
+    /// (`--conn-buffer`).
+    pub max_queued: usize,
+    /// A connection idle this long is closed (half of --idle-timeout).
+    pub idle_close: Duration,
 }
 
 /// One shard's clients, one per peer node it has talked to.
@@ -157,7 +168,8 @@ struct PeerClient {
     /// (deadline, id), soonest first; ids already answered are skipped.
     deadlines: RefCell<BinaryHeap<Reverse<(Instant, u32)>>>,
     next_id: Cell<u32>,
-    wake: Notify,
+    /// The connection's wake-ups (its mailbox carries no replies).
+    conn: Rc<ConnShared>,
     closed: Cell<bool>,
 }
 
@@ -186,7 +198,7 @@ impl PeerClient {
             waiting: RefCell::new(hashbrown::HashMap::new()),
             deadlines: RefCell::new(BinaryHeap::new()),
             next_id: Cell::new(0),
-            wake: Notify::default(),
+            conn: Rc::new(ConnShared::default()),
             closed: Cell::new(false),
         }
     }
@@ -209,6 +221,20 @@ impl PeerClient {
                     format!(
                         "{} is not keeping up: {MAX_IN_FLIGHT} calls already wait on it",
                         self.name
+                    ),
+                ),
+            );
+        }
+        if self.out.borrow().len() >= self.settings.max_queued {
+            return fail(
+                PeerError::Overloaded,
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "{} is not keeping up: {} bytes of requests wait to be written to it \
+                         (--conn-buffer)",
+                        self.name,
+                        self.out.borrow().len()
                     ),
                 ),
             );
@@ -286,12 +312,12 @@ impl PeerClient {
             self.state.set(State::Active);
             runtime::spawn(self.clone().run());
         }
-        self.wake.notify();
+        self.conn.mailbox().wake();
     }
 
     fn close(&self) {
         self.closed.set(true);
-        self.wake.notify();
+        self.conn.mailbox().wake();
     }
 
     /// Fails every waiting call with `status`, counted as `kind`.
@@ -400,59 +426,109 @@ impl PeerClient {
         self.fail_all(PeerError::Closed, &st);
     }
 
-    async fn session(&self, mut stream: Stream) -> String {
+    async fn session(self: &Rc<Self>, mut stream: Stream) -> String {
         let _ = stream.set_nodelay();
         let _ = stream.set_write_timeout(self.settings.timeout);
-        let mut input = BytesMut::with_capacity(READ_CHUNK);
-        let mut rbuf = vec![0u8; READ_CHUNK];
-        let mut sending: Vec<u8> = peer::MAGIC.to_vec();
-        loop {
-            if self.closed.get() {
-                return "the peer left the ring".into();
-            }
-            sending.append(&mut self.out.borrow_mut());
-            if !sending.is_empty() {
-                if let Err(e) = stream.write_all(&sending).await {
-                    return format!("write failed: {e}");
-                }
-                sending.clear();
-                continue; // more may have been queued meanwhile
-            }
-            let next_deadline = self.expire(Instant::now());
-            enum Wake {
-                Read(std::io::Result<usize>),
-                Queued,
-                Deadline,
-            }
-            let wake = future::or(
-                async { Wake::Read(stream.read(&mut rbuf).await) },
-                future::or(
-                    async {
-                        self.wake.notified().await;
-                        Wake::Queued
-                    },
-                    async {
-                        runtime::sleep_until(next_deadline).await;
-                        Wake::Deadline
-                    },
-                ),
-            )
-            .await;
-            match wake {
-                Wake::Read(Ok(0)) => return "closed by the peer".into(),
-                Wake::Read(Err(e)) => return format!("read failed: {e}"),
-                Wake::Read(Ok(n)) => {
-                    input.extend_from_slice(&rbuf[..n]);
-                    loop {
-                        match peer::decode_reply(&mut input, self.settings.max_frame) {
-                            Ok(Some((id, reply))) => self.deliver(id, reply),
-                            Ok(None) => break,
-                            Err(e) => return format!("protocol error: {e}"),
-                        }
-                    }
-                }
-                Wake::Queued | Wake::Deadline => {}
+        let mut s = ClientSession {
+            client: self.clone(),
+            sending: peer::MAGIC.to_vec(),
+            last_used: Instant::now(),
+            ended: None,
+        };
+        let conn = self.conn.clone();
+        if let Err(e) = driver::drive(&mut stream, &mut s, &conn, None, BytesMut::new()).await {
+            return format!("write failed: {e}");
+        }
+        s.ended.unwrap_or_else(|| "closed".into())
+    }
+}
+
+/// One connection to a peer node: requests queued by the shard's
+/// connections go out, replies come back to their waiters.
+struct ClientSession {
+    client: Rc<PeerClient>,
+    /// Request frames to write now (the magic first).
+    sending: Vec<u8>,
+    /// When a call last waited on the connection: it closes once idle.
+    last_used: Instant,
+    /// Why the connection ends, once it does.
+    ended: Option<String>,
+}
+
+impl ClientSession {
+    fn idle_close_at(&self) -> Option<Instant> {
+        self.client
+            .waiting
+            .borrow()
+            .is_empty()
+            .then(|| self.last_used + self.client.settings.idle_close)
+    }
+}
+
+impl Session for ClientSession {
+    fn on_input(&mut self, input: &mut BytesMut, _room: Room, _now: Instant) -> bool {
+        while self.ended.is_none() {
+            match peer::decode_reply(input, self.client.settings.max_frame) {
+                Ok(Some((id, reply))) => self.client.deliver(id, reply),
+                Ok(None) => break,
+                Err(e) => self.ended = Some(format!("protocol error: {e}")),
             }
         }
+        false
+    }
+
+    fn on_eof(&mut self) {
+        self.ended
+            .get_or_insert_with(|| "closed by the peer".into());
+    }
+
+    fn on_wake(&mut self, _room: Room, now: Instant) {
+        if self.client.closed.get() {
+            self.ended = Some("the peer left the ring".into());
+            return;
+        }
+        self.sending.append(&mut self.client.out.borrow_mut());
+        self.client.expire(now);
+        if !self.client.waiting.borrow().is_empty() {
+            self.last_used = now;
+        } else if self.sending.is_empty() && self.idle_close_at().is_some_and(|at| at <= now) {
+            self.ended = Some("idle".into());
+        }
+    }
+
+    fn on_idle(&mut self) {}
+
+    fn on_shutdown(&mut self) {}
+
+    fn output(&self) -> &[u8] {
+        &self.sending
+    }
+
+    fn clear_output(&mut self) {
+        self.sending.clear();
+    }
+
+    fn held(&self) -> usize {
+        self.sending.len()
+    }
+
+    fn wants_input(&self, _room: Room) -> bool {
+        self.ended.is_none()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let call = self.client.deadlines.borrow().peek().map(|r| r.0 .0);
+        match (call, self.idle_close_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.client.waiting.borrow().is_empty()
+    }
+
+    fn is_done(&self) -> bool {
+        self.ended.is_some()
     }
 }

@@ -2,136 +2,174 @@
 //! for keys this node owns. Each is served here whatever our ring says (a
 //! request makes at most one hop between nodes), on this shard or, over
 //! the mesh, on the shard that owns the key; replies go back in the peer
-//! wire format (`protocol::peer`), all those of one turn in one write.
+//! wire format (`protocol::peer`). A sans-IO session run by `driver`.
+//!
+//! A peer connection obeys the same rules as a client's: the idle
+//! timeout, the buffer budget (it stops decoding requests while its unsent
+//! replies fill `--conn-buffer`, or while [`MAX_WAITING`] calls wait on
+//! other shards), and the key, group and value rules of every front end.
 
-use super::connection::ConnShared;
 use super::dispatch::{self, Local};
+use super::driver::Session;
+use super::grpc::invalid_status;
+use super::lifecycle::Room;
 use super::peer_client::Peers;
-use crate::config::MAX_KEY_BYTES;
-use crate::protocol::grpc::{Code, Status};
+use super::NodeShared;
 use crate::protocol::peer::{self, Inbound, PeerReply, PeerRequest};
-use crate::runtime::Stream;
-use crate::shard::{Op, Reply, ReplyTo, Shard};
+use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
-use futures_lite::future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const READ_CHUNK: usize = 64 << 10;
+/// Calls of one peer connection that may wait on other shards at once;
+/// past this it stops decoding until answers come back.
+pub const MAX_WAITING: usize = 32;
 
-/// Serves one peer connection whose first bytes (the magic already
-/// stripped) are in `input`. Ends when the peer closes, on a protocol
-/// error, or on shutdown once nothing is in flight.
-pub async fn serve(
-    stream: &mut Stream,
-    mut input: BytesMut,
+pub struct PeerSession {
     shard: Rc<Shard>,
     peers: Rc<Peers>,
-    shared: Rc<ConnShared>,
+    mailbox: Rc<Mailbox>,
     max_frame: usize,
-) {
-    let mut out: Vec<u8> = Vec::new();
-    let mut rbuf = vec![0u8; READ_CHUNK];
-    let mut replies = Vec::new();
-    let mut in_flight = 0usize;
-    let mut peer_closed = false;
-    loop {
-        match peer::decode_request(&mut input, max_frame) {
-            Ok(Some(Inbound::Call(req))) => {
-                in_flight += usize::from(handle(&shard, &peers, &shared, req, &mut out));
-                continue;
-            }
-            Ok(Some(Inbound::Invalidate { group, key })) => {
-                let home = shard.home_of(group.as_bytes(), key.as_bytes());
-                if home == shard.id() {
-                    shard.invalidate(&group, &key);
-                } else {
-                    shard.notify_shard(home, Op::Invalidate { group, key });
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                // Framing is lost: answer what is in flight, then close.
-                tracing::warn!("closing peer connection: {e}");
-                input.clear();
-                peer_closed = true;
-            }
+    max_value: u64,
+    out: Vec<u8>,
+    replies: Vec<(u32, Reply)>,
+    /// Calls answered by mailbox that have not been answered yet.
+    in_flight: usize,
+    /// No more requests will be read: the peer closed, framing was lost,
+    /// or the connection was idle.
+    ended: bool,
+    shutdown: bool,
+}
+
+impl PeerSession {
+    pub fn new(
+        shard: Rc<Shard>,
+        peers: Rc<Peers>,
+        node: &NodeShared,
+        mailbox: Rc<Mailbox>,
+    ) -> PeerSession {
+        PeerSession {
+            shard,
+            peers,
+            mailbox,
+            max_frame: node.config.max_message().saturating_add(64),
+            max_value: node.config.max_value,
+            out: Vec::new(),
+            replies: Vec::new(),
+            in_flight: 0,
+            ended: false,
+            shutdown: false,
         }
-        shared.mailbox().drain_into(&mut replies);
-        for (id, reply) in replies.drain(..) {
-            in_flight = in_flight.saturating_sub(1);
-            encode(&mut out, id, reply);
+    }
+
+    fn full(&self, room: Room) -> bool {
+        !room.admits(self.held()) || self.in_flight >= MAX_WAITING
+    }
+
+    /// Serves one request; true when its answer will come by mailbox.
+    fn handle(&mut self, req: PeerRequest) -> bool {
+        let out = &mut self.out;
+        if let Err(e) = req.op.validate(self.max_value) {
+            peer::encode_reply(out, req.id, &PeerReply::Error(invalid_status(&e)));
+            return false;
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if in_flight == 0 && (peer_closed || shared.shutdown_requested()) {
-            return;
-        }
-        shared.set_busy(in_flight > 0);
-        let mailbox = shared.mailbox().clone();
-        let read = future::or(
-            async {
-                if peer_closed {
-                    future::pending().await
-                } else {
-                    Some(stream.read(&mut rbuf).await)
-                }
-            },
-            async {
-                mailbox.wait().await;
-                None
+        let id = req.id;
+        let deadline = (req.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::from(req.timeout_ms)));
+        let mailbox = &self.mailbox;
+        dispatch::dispatch(
+            &self.shard,
+            &self.peers,
+            req.op,
+            false,
+            deadline,
+            || ReplyTo::Conn(mailbox.clone(), id),
+            |answer| match answer {
+                Local::Get(v) => peer::encode_get_reply(out, id, v),
+                Local::Set(r) => encode(out, id, Reply::Set(r)),
+                Local::Delete(d) => encode(out, id, Reply::Delete(d)),
             },
         )
-        .await;
-        match read {
-            Some(Ok(0)) | Some(Err(_)) => peer_closed = true,
-            Some(Ok(n)) => {
-                shared.touch();
-                input.extend_from_slice(&rbuf[..n]);
-            }
-            None => {}
-        }
     }
 }
 
-/// Serves one request; true when its answer will come by mailbox.
-fn handle(
-    shard: &Rc<Shard>,
-    peers: &Rc<Peers>,
-    shared: &ConnShared,
-    req: PeerRequest,
-    out: &mut Vec<u8>,
-) -> bool {
-    let key_len = req.op.key().len();
-    if key_len == 0 || key_len > MAX_KEY_BYTES {
-        let st = Status::new(
-            Code::InvalidArgument,
-            format!("key is {key_len} bytes: a key must be 1 to {MAX_KEY_BYTES} bytes"),
-        );
-        peer::encode_reply(out, req.id, &PeerReply::Error(st));
-        return false;
+impl Session for PeerSession {
+    fn on_input(&mut self, input: &mut BytesMut, room: Room, _now: Instant) -> bool {
+        while !self.ended {
+            if self.full(room) {
+                return true;
+            }
+            match peer::decode_request(input, self.max_frame) {
+                Ok(Some(Inbound::Call(req))) => {
+                    self.in_flight += usize::from(self.handle(req));
+                }
+                Ok(Some(Inbound::Invalidate { group, key })) => {
+                    let home = self.shard.home_of(group.as_bytes(), key.as_bytes());
+                    if home == self.shard.id() {
+                        self.shard.invalidate(&group, &key);
+                    } else {
+                        self.shard.notify_shard(home, Op::Invalidate { group, key });
+                    }
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    // Framing is lost: answer what is in flight, then close.
+                    tracing::warn!("closing peer connection: {e}");
+                    input.clear();
+                    self.ended = true;
+                }
+            }
+        }
+        false
     }
-    let id = req.id;
-    let deadline = (req.timeout_ms > 0)
-        .then(|| Instant::now() + Duration::from_millis(u64::from(req.timeout_ms)));
-    dispatch::dispatch(
-        shard,
-        peers,
-        req.op,
-        false,
-        deadline,
-        || ReplyTo::Conn(shared.mailbox().clone(), id),
-        |answer| match answer {
-            Local::Get(v) => peer::encode_get_reply(out, id, v),
-            Local::Set(r) => encode(out, id, Reply::Set(r)),
-            Local::Delete(d) => encode(out, id, Reply::Delete(d)),
-        },
-    )
+
+    fn on_eof(&mut self) {
+        self.ended = true;
+    }
+
+    fn on_wake(&mut self, _room: Room, _now: Instant) {
+        self.mailbox.drain_into(&mut self.replies);
+        for (id, reply) in self.replies.drain(..) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            encode(&mut self.out, id, reply);
+        }
+    }
+
+    fn on_idle(&mut self) {
+        self.ended = true;
+    }
+
+    fn on_shutdown(&mut self) {
+        self.shutdown = true;
+    }
+
+    fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
+    fn held(&self) -> usize {
+        self.out.len()
+    }
+
+    fn wants_input(&self, room: Room) -> bool {
+        !self.ended && !self.full(room)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    fn is_done(&self) -> bool {
+        self.in_flight == 0 && (self.ended || self.shutdown)
+    }
 }
 
 fn encode(out: &mut Vec<u8>, id: u32, reply: Reply) {
@@ -141,10 +179,12 @@ fn encode(out: &mut Vec<u8>, id: u32, reply: Reply) {
         Reply::Set(Err(e)) => PeerReply::Error(dispatch::set_error_status(&e)),
         Reply::Delete(d) => PeerReply::Delete(d),
         Reply::Failed(st) => PeerReply::Error(st),
-        Reply::Stats(..) | Reply::Metrics(..) => PeerReply::Error(Status::new(
-            Code::Internal,
-            "a shard answered a key request with Stats or Metrics",
-        )),
+        Reply::Stats(..) | Reply::Metrics(..) => {
+            PeerReply::Error(crate::protocol::grpc::Status::new(
+                crate::protocol::grpc::Code::Internal,
+                "a shard answered a key request with Stats or Metrics",
+            ))
+        }
     };
     peer::encode_reply(out, id, &r);
 }

@@ -141,6 +141,11 @@ impl Streaming {
         }
     }
 
+    /// No streaming call is open.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
     /// `Event::Reset`: the client cancelled (or we reset) the stream.
     pub fn reset(&mut self, stream_id: u32) {
         self.calls.remove(&stream_id);

@@ -357,6 +357,16 @@ impl Shard {
         self.metrics.borrow_mut().connection_closed(interface);
     }
 
+    /// Counts `n` times the node protected itself from a client this way.
+    pub fn record_guard(&self, event: metrics::Guard, n: u64) {
+        self.metrics.borrow_mut().guard(event, n);
+    }
+
+    /// Bytes this shard's connections hold now (the gauge of a scrape).
+    pub fn set_connection_buffers(&self, bytes: usize) {
+        self.metrics.borrow_mut().connection_buffers = bytes as u64;
+    }
+
     /// Counts a call forwarded to the peer node `peer` (its address).
     pub fn record_forwarded(&self, peer: &str) {
         self.metrics.borrow_mut().forwarded(peer);

@@ -88,6 +88,16 @@ pub fn parse_call_with<M>(
     if !is_grpc_content_type(content_type) {
         return Err(Rejection::Http(415));
     }
+    if let Some(codec) = other_codec(content_type) {
+        return Err(Rejection::Grpc(Status::new(
+            Code::Unimplemented,
+            format!(
+                "content-type application/grpc+{} is not supported: this server speaks \
+                 protobuf only (application/grpc or application/grpc+proto)",
+                String::from_utf8_lossy(codec)
+            ),
+        )));
+    }
     let path = headers.get(b":path").unwrap_or(b"");
     let Some(method) = from_path(path) else {
         return Err(Rejection::Grpc(Status::new(
@@ -118,6 +128,13 @@ pub fn parse_call_with<M>(
         })?),
     };
     Ok((method, timeout))
+}
+
+/// The codec of `application/grpc+CODEC` when it is not protobuf.
+fn other_codec(ct: &[u8]) -> Option<&[u8]> {
+    let rest = ct.strip_prefix(b"application/grpc+")?;
+    let codec = rest.split(|&b| b == b';').next().unwrap_or_default();
+    (!codec.eq_ignore_ascii_case(b"proto")).then_some(codec)
 }
 
 fn is_grpc_content_type(ct: &[u8]) -> bool {
@@ -403,6 +420,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut f = grpc_headers("/cache.Cache/Get");
+        f[3] = ("content-type", "application/grpc+json");
+        match parse_call(&headers(&f)) {
+            Err(Rejection::Grpc(s)) => {
+                assert_eq!(s.code, Code::Unimplemented);
+                assert!(s.message.contains("application/grpc+json"), "{}", s.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        f[3] = ("content-type", "application/grpc+proto;charset=utf-8");
+        assert!(parse_call(&headers(&f)).is_ok());
         f[3] = ("content-type", "application/grpc+proto");
         assert!(parse_call(&headers(&f)).is_ok());
     }

@@ -38,6 +38,12 @@ pub struct ServerSettings {
     /// (unary streams only: a streaming stream's total is unbounded, its
     /// messages are bounded by the application's deframer).
     pub max_body_size: usize,
+    /// Bytes of unfinished request bodies one connection may buffer, all
+    /// streams together. A DATA frame that would pass it refuses its
+    /// stream (RST_STREAM REFUSED_STREAM: not processed, safe to retry), so
+    /// a body's announced length buys nothing until its bytes arrive and
+    /// many half-sent bodies cannot add up without bound.
+    pub body_budget: usize,
     /// Decides from a request's `:path`, when its HEADERS arrive, whether
     /// the stream is streaming (events per DATA frame) or unary (one event
     /// with the whole body). A plain function so the check costs a call.
@@ -59,6 +65,7 @@ impl Default for ServerSettings {
             max_header_list_size: 16 << 10,
             header_table_size: 4096,
             max_body_size: (4 << 20) + 64 * 1024,
+            body_budget: 2 * ((4 << 20) + 64 * 1024),
             is_streaming: no_streaming,
         }
     }
@@ -76,6 +83,15 @@ pub enum Event {
     },
     /// The body grew past `max_body_size`; the rest of it is discarded.
     RequestTooLarge { stream_id: u32, headers: HeaderList },
+    /// A unary request whose HEADERS arrived but whose body has not ended
+    /// by the end of this `recv`: its headers are readable through
+    /// [`Connection::request_headers`] until it completes, so the
+    /// application can start the call's deadline from its HEADERS.
+    RequestStarted { stream_id: u32, opened_at: Instant },
+    /// A new stream was refused (RST_STREAM REFUSED_STREAM): its body
+    /// would have passed [`ServerSettings::body_budget`]. Nothing of it
+    /// reached the application.
+    Refused { stream_id: u32 },
     /// The client reset a stream whose request was delivered and not yet
     /// answered, or a streaming stream still open; also sent when we reset
     /// such a stream for a protocol violation.
@@ -111,14 +127,20 @@ type OwnedFields = Vec<(Vec<u8>, Vec<u8>, bool)>;
 struct Stream {
     opened_at: Instant,
     headers: Option<HeaderList>,
+    /// The body so far (a body that arrives whole in one DATA frame is
+    /// delivered without passing through here). Owned, never a slice of
+    /// the input: a slice would pin the whole read buffer it came from.
     body: BytesMut,
-    /// The single DATA payload so far, kept zero-copy until a second arrives.
-    first_chunk: Option<Bytes>,
     body_len: usize,
     too_large: bool,
     remote_ended: bool,
     /// The request was handed to the application and awaits its response.
     delivered: bool,
+    /// The application knows of the stream (delivered, or announced by
+    /// [`Event::RequestStarted`]): it is told when the stream is reset.
+    announced: bool,
+    /// A complete request held back while the connection is paused.
+    ready: Option<Bytes>,
     /// Events per DATA frame instead of one per request.
     streaming: bool,
     /// Response HEADERS sent by `send_headers` (streaming API).
@@ -141,11 +163,12 @@ impl Stream {
             opened_at,
             headers: None,
             body: BytesMut::new(),
-            first_chunk: None,
             body_len: 0,
             too_large: false,
             remote_ended: false,
             delivered: false,
+            announced: false,
+            ready: None,
             streaming: false,
             headers_sent: false,
             local_ended: false,
@@ -199,10 +222,48 @@ pub struct Connection {
     goaway_last: Option<u32>,
     /// A two-phase shutdown has sent its first GOAWAY and PING.
     draining: bool,
+    /// Bytes in the `body` of streams not yet delivered.
+    buffered: usize,
+    /// Complete requests held back while paused, in arrival order.
+    held: Held,
+    /// Unary streams opened in the current `recv` call.
+    opened: Vec<u32>,
     scratch: BytesMut,
     trash: HeaderList,
     /// The time passed to the current `recv` call.
     now: Instant,
+}
+
+/// Complete requests the application is not ready for (see
+/// [`Connection::set_paused`]).
+#[derive(Debug, Default)]
+struct Held {
+    paused: bool,
+    streams: VecDeque<u32>,
+    /// Bytes of their bodies.
+    bytes: usize,
+}
+
+impl Held {
+    /// Hands a complete request to the application, or holds it while
+    /// paused (with a body of its own: a slice would pin the read buffer).
+    fn deliver(&mut self, stream_id: u32, s: &mut Stream, body: Bytes, events: &mut Vec<Event>) {
+        if self.paused {
+            self.bytes += body.len();
+            s.ready = Some(Bytes::copy_from_slice(&body));
+            self.streams.push_back(stream_id);
+            return;
+        }
+        let headers = s.headers.take().unwrap_or_default();
+        s.delivered = true;
+        s.announced = true;
+        events.push(Event::Request {
+            stream_id,
+            headers,
+            body,
+            opened_at: s.opened_at,
+        });
+    }
 }
 
 /// Payload of the PING that follows the first GOAWAY of a shutdown.
@@ -254,6 +315,9 @@ impl Connection {
             blocked: VecDeque::new(),
             goaway_last: None,
             draining: false,
+            buffered: 0,
+            held: Held::default(),
+            opened: Vec::new(),
             scratch: BytesMut::new(),
             trash: HeaderList::new(),
             now: Instant::now(),
@@ -263,6 +327,11 @@ impl Connection {
 
     pub fn output(&mut self) -> &mut BytesMut {
         &mut self.output
+    }
+
+    /// The bytes waiting to be written.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.output
     }
 
     /// Streams whose request arrived (or is arriving) and is not yet answered.
@@ -286,6 +355,59 @@ impl Connection {
     /// that does not read.
     pub fn queued_bytes(&self, stream_id: u32) -> usize {
         self.streams.get(&stream_id).map_or(0, |s| s.queued)
+    }
+
+    /// Response bytes that flow control holds back, all streams together.
+    pub fn queued_total(&self) -> usize {
+        self.blocked
+            .iter()
+            .filter_map(|id| self.streams.get(id))
+            .map(|s| s.queued)
+            .sum()
+    }
+
+    /// Bytes of request bodies received and not yet delivered (arriving,
+    /// or complete and held back while paused).
+    pub fn buffered_bodies(&self) -> usize {
+        self.buffered + self.held.bytes
+    }
+
+    /// The headers of a unary request still receiving its body (see
+    /// [`Event::RequestStarted`]); None once delivered or closed.
+    pub fn request_headers(&self, stream_id: u32) -> Option<&HeaderList> {
+        self.streams.get(&stream_id)?.headers.as_ref()
+    }
+
+    /// While paused, complete requests are held back instead of being
+    /// delivered; frames are still read (the WINDOW_UPDATEs that drain a
+    /// full connection among them), and the streams held count against
+    /// MAX_CONCURRENT_STREAMS, so what waits is bounded. For backpressure:
+    /// the application pauses while its buffers are full, and takes the
+    /// held requests with [`Connection::resume`].
+    pub fn set_paused(&mut self, paused: bool) {
+        self.held.paused = paused;
+    }
+
+    /// Complete requests are held back (see [`Connection::set_paused`]).
+    pub fn has_held(&self) -> bool {
+        !self.held.streams.is_empty()
+    }
+
+    /// Unless paused, delivers held requests (in arrival order) until
+    /// `events` holds `max_events`.
+    pub fn resume(&mut self, events: &mut Vec<Event>, max_events: usize) {
+        while !self.held.paused && events.len() < max_events {
+            let Some(id) = self.held.streams.pop_front() else {
+                return;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue; // reset or answered meanwhile
+            };
+            if let Some(body) = s.ready.take() {
+                self.held.bytes -= body.len();
+                self.held.deliver(id, s, body, events);
+            }
+        }
     }
 
     /// True after a connection error, or once a GOAWAY'd connection has
@@ -347,6 +469,20 @@ impl Connection {
         now: Instant,
         events: &mut Vec<Event>,
     ) -> Result<(), ConnectionError> {
+        self.recv_batch(input, now, events, usize::MAX)
+    }
+
+    /// [`Connection::recv`], but stops once `events` holds `max_events`
+    /// (frames after that stay in `input`), so the application can answer
+    /// a batch of requests, look at what its answers cost, and decide
+    /// whether to take more (see [`Connection::set_refusing`]).
+    pub fn recv_batch(
+        &mut self,
+        input: &mut BytesMut,
+        now: Instant,
+        events: &mut Vec<Event>,
+        max_events: usize,
+    ) -> Result<(), ConnectionError> {
         self.now = now;
         if self.phase == Phase::Failed {
             input.clear();
@@ -363,8 +499,19 @@ impl Connection {
             let _ = input.split_to(PREFACE.len());
             self.phase = Phase::FirstSettings;
         }
-        let result = self.recv_frames(input, events);
+        let result = self.recv_frames(input, events, max_events);
         self.send_window_updates();
+        for id in std::mem::take(&mut self.opened) {
+            if let Some(s) = self.streams.get_mut(&id) {
+                if !s.delivered && !s.streaming {
+                    s.announced = true;
+                    events.push(Event::RequestStarted {
+                        stream_id: id,
+                        opened_at: s.opened_at,
+                    });
+                }
+            }
+        }
         result
     }
 
@@ -372,8 +519,12 @@ impl Connection {
         &mut self,
         input: &mut BytesMut,
         events: &mut Vec<Event>,
+        max_events: usize,
     ) -> Result<(), ConnectionError> {
-        while let Some(head) = frame::parse_head(input) {
+        while events.len() < max_events {
+            let Some(head) = frame::parse_head(input) else {
+                break;
+            };
             if head.len > self.settings.max_frame_size {
                 return Err(self.fail(
                     ErrorCode::FrameSizeError,
@@ -476,8 +627,8 @@ impl Connection {
                 if stream_id > self.last_stream_id {
                     return Err(self.fail(ErrorCode::ProtocolError, "RST_STREAM on an idle stream"));
                 }
-                if let Some(s) = self.streams.remove(&stream_id) {
-                    if s.delivered {
+                if let Some(s) = self.remove_stream(stream_id) {
+                    if s.announced {
                         events.push(Event::Reset { stream_id, code });
                     }
                 }
@@ -628,52 +779,51 @@ impl Connection {
             }
             return Ok(());
         }
-        if !s.too_large {
-            s.recv_unacked += flow_len;
-            if s.recv_unacked == flow_len {
-                self.touched.push(stream_id);
-            }
-            s.body_len += data.len();
-            if s.body_len > max_body {
-                s.too_large = true;
-                s.first_chunk = None;
-                s.body = BytesMut::new();
-                s.delivered = true;
-                if let Some(headers) = s.headers.take() {
-                    events.push(Event::RequestTooLarge { stream_id, headers });
-                }
-            } else if let Some(first) = s.first_chunk.take() {
-                s.body.reserve(first.len() + data.len());
-                s.body.extend_from_slice(&first);
-                s.body.extend_from_slice(&data);
-            } else if s.body.is_empty() {
-                s.first_chunk = Some(data);
-            } else {
-                s.body.extend_from_slice(&data);
-            }
+        if s.too_large {
+            // Discarded; its window is given back by the connection.
+            s.remote_ended |= end_stream;
+            return Ok(());
         }
+        s.recv_unacked += flow_len;
+        if s.recv_unacked == flow_len {
+            self.touched.push(stream_id);
+        }
+        s.body_len += data.len();
+        if s.body_len > max_body {
+            s.too_large = true;
+            self.buffered -= s.body.len();
+            s.body = BytesMut::new();
+            s.delivered = true;
+            s.announced = true;
+            if let Some(headers) = s.headers.take() {
+                events.push(Event::RequestTooLarge { stream_id, headers });
+            }
+            if end_stream {
+                s.remote_ended = true;
+            }
+            return Ok(());
+        }
+        if end_stream && s.body.is_empty() {
+            // The whole body in one frame: delivered as it is, no copy.
+            s.remote_ended = true;
+            self.held.deliver(stream_id, s, data, events);
+            return Ok(());
+        }
+        if self.buffered + data.len() > self.settings.body_budget {
+            // Not delivered, so not processed: the client may retry it.
+            self.reset_stream(stream_id, ErrorCode::RefusedStream, events);
+            events.push(Event::Refused { stream_id });
+            return Ok(());
+        }
+        s.body.extend_from_slice(&data);
+        self.buffered += data.len();
         if end_stream {
             s.remote_ended = true;
-            if !s.too_large {
-                Self::deliver(stream_id, s, events);
-            }
+            self.buffered -= s.body.len();
+            let body = std::mem::take(&mut s.body).freeze();
+            self.held.deliver(stream_id, s, body, events);
         }
         Ok(())
-    }
-
-    fn deliver(stream_id: u32, s: &mut Stream, events: &mut Vec<Event>) {
-        let body = match s.first_chunk.take() {
-            Some(b) => b,
-            None => std::mem::take(&mut s.body).freeze(),
-        };
-        let headers = s.headers.take().unwrap_or_default();
-        s.delivered = true;
-        events.push(Event::Request {
-            stream_id,
-            headers,
-            body,
-            opened_at: s.opened_at,
-        });
     }
 
     fn on_header_block(
@@ -703,7 +853,9 @@ impl Connection {
                     end_stream: true,
                 });
             } else if !s.too_large {
-                Self::deliver(stream_id, s, events);
+                self.buffered -= s.body.len();
+                let body = std::mem::take(&mut s.body).freeze();
+                self.held.deliver(stream_id, s, body, events);
             }
             return Ok(());
         }
@@ -747,6 +899,7 @@ impl Connection {
         if (self.settings.is_streaming)(headers.get(b":path").unwrap_or_default()) {
             s.streaming = true;
             s.delivered = true;
+            s.announced = true;
             events.push(Event::StreamOpened {
                 stream_id,
                 headers,
@@ -762,18 +915,30 @@ impl Connection {
         } else {
             s.headers = Some(headers);
             if end_stream {
-                Self::deliver(stream_id, &mut s, events);
+                self.held.deliver(stream_id, &mut s, Bytes::new(), events);
+            } else {
+                self.opened.push(stream_id);
             }
         }
         self.streams.insert(stream_id, s);
         Ok(())
     }
 
+    /// Forgets a stream, and the body bytes it held.
+    fn remove_stream(&mut self, stream_id: u32) -> Option<Stream> {
+        let s = self.streams.remove(&stream_id)?;
+        self.buffered -= s.body.len();
+        if let Some(b) = &s.ready {
+            self.held.bytes -= b.len();
+        }
+        Some(s)
+    }
+
     /// Ends one stream with RST_STREAM; the connection goes on.
     fn reset_stream(&mut self, stream_id: u32, code: ErrorCode, events: &mut Vec<Event>) {
         frame::rst_stream(&mut self.output, stream_id, code);
-        if let Some(s) = self.streams.remove(&stream_id) {
-            if s.delivered {
+        if let Some(s) = self.remove_stream(stream_id) {
+            if s.announced {
                 events.push(Event::Reset { stream_id, code });
             }
         }
@@ -940,7 +1105,7 @@ impl Connection {
     /// Our side of the stream is done; forget it (after RST_STREAM(NO_ERROR)
     /// when the client has not finished sending, RFC 9113 §8.1).
     fn finish_stream(&mut self, stream_id: u32) {
-        if let Some(s) = self.streams.remove(&stream_id) {
+        if let Some(s) = self.remove_stream(stream_id) {
             if !s.remote_ended {
                 frame::rst_stream(&mut self.output, stream_id, ErrorCode::NoError);
             }

@@ -1,187 +1,62 @@
-//! One client connection: bytes from the socket go through the HTTP/2
-//! state machine, each complete request becomes a gRPC call executed on this
-//! shard's store or handed to the owner shard, and every reply produced in
-//! one turn of the loop leaves in a single write.
+//! The gRPC port: a connection's first bytes tell a peer node (the peer
+//! magic, served by `peer_session`) from a client, whose HTTP/2 + gRPC
+//! calls are this module's [`GrpcSession`]: bytes go through the HTTP/2
+//! state machine, each complete request becomes a call executed on this
+//! shard's store or handed to its owner (another shard, another node),
+//! and the replies go back on their streams. The session is sans-IO; the
+//! connection loop is `driver`.
 //!
 //! Each unary call is counted in the shard's metrics when its response is
 //! queued (method, status, time since its HEADERS arrived); a call that
-//! waits carries its method and start in [`Pending`].
+//! waits carries its method and start in [`Pending`]. A call's
+//! `grpc-timeout` runs from its HEADERS: a request whose body is still
+//! arriving when it passes is answered DEADLINE_EXCEEDED all the same.
+//!
+//! Budget: while the connection holds its `--conn-buffer` in unsent or
+//! flow-controlled responses and unfinished bodies, or has [`MAX_WAITING`]
+//! calls waiting on other shards and nodes, the HTTP/2 layer is paused:
+//! complete requests are held back (bounded by MAX_CONCURRENT_STREAMS and
+//! the body budget) and served once there is room. Frames are still read
+//! meanwhile: WINDOW_UPDATEs are what drain a full connection.
 
 use super::dispatch::{self, Local};
+use super::driver::{self, Session};
+use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
 use super::peer_client::Peers;
+use super::peer_session::PeerSession;
 use super::streaming::Streaming;
-use super::{peer_session, NodeShared};
-use crate::config::MAX_KEY_BYTES;
-use crate::metrics::{self, Interface, ReplyStatus};
+use super::NodeShared;
+use crate::metrics::{self, Guard, Interface, ReplyStatus};
 use crate::proto;
 use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
 use crate::protocol::http2::{
     Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
 };
-use crate::protocol::{peer, CacheOp};
-use crate::runtime::{self, Stream};
+use crate::protocol::{peer, CacheOp, Invalid};
+use crate::runtime::Stream;
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard, ShardCounters};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future;
 use prost::Message;
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 << 10;
+/// Calls of one connection that may wait on other shards or nodes at once;
+/// past this its new streams are refused until answers come back. Each
+/// waiting call's answer may be a value up to --max-value on its way, so
+/// this bounds what a connection can have in flight.
+pub const MAX_WAITING: usize = 16;
 
-/// Releases the node-wide connection count when a connection ends.
-pub struct OpenGuard(pub Arc<NodeShared>);
+/// Requests handled between two looks at the connection's budget: what
+/// one batch's answers add is the most a connection overshoots it by.
+const BATCH: usize = 8;
 
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What the shard's housekeeping can see of a connection and tell it.
-#[derive(Default)]
-pub struct ConnShared {
-    mailbox: Rc<Mailbox>,
-    /// Bumped on every read; the idle reaper compares snapshots.
-    activity: Cell<u64>,
-    busy: Cell<bool>,
-    seen: Cell<u64>,
-    strikes: Cell<u8>,
-    idle: Cell<bool>,
-    shutdown: Cell<bool>,
-}
-
-impl ConnShared {
-    pub fn mailbox(&self) -> &Rc<Mailbox> {
-        &self.mailbox
-    }
-
-    /// Traffic arrived: not idle.
-    pub fn touch(&self) {
-        self.activity.set(self.activity.get().wrapping_add(1));
-    }
-
-    /// Calls are open: not idle however quiet the socket is.
-    pub fn set_busy(&self, busy: bool) {
-        self.busy.set(busy);
-    }
-
-    pub fn shutdown_requested(&self) -> bool {
-        self.shutdown.get()
-    }
-
-    /// True once after the idle reaper judged the connection idle.
-    pub fn take_idle(&self) -> bool {
-        self.idle.replace(false)
-    }
-
-    /// True once after each shutdown request (the first, and the final
-    /// one a shard sends to connections still open a second later).
-    pub fn take_shutdown(&self) -> bool {
-        self.shutdown.replace(false)
-    }
-}
-
-/// The connections of one shard.
-#[derive(Default)]
-pub struct Registry {
-    conns: RefCell<hashbrown::HashMap<u64, Rc<ConnShared>>>,
-    next_id: Cell<u64>,
-}
-
-impl Registry {
-    pub(super) fn add(&self, c: Rc<ConnShared>) -> u64 {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        self.conns.borrow_mut().insert(id, c);
-        id
-    }
-
-    pub(super) fn remove(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
-    }
-
-    /// Asks every connection to finish its calls and close (GOAWAY).
-    pub fn shut_down_all(&self) {
-        for c in self.conns.borrow().values() {
-            c.shutdown.set(true);
-            c.mailbox.wake();
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.conns.borrow().is_empty()
-    }
-}
-
-/// Closes connections that had no open stream and no traffic for
-/// `idle_timeout` (checked every half period, so closing happens between
-/// one and one and a half periods of silence). Costs nothing per request.
-pub async fn reap_idle(registry: Rc<Registry>, idle_timeout: Duration) {
-    let period = (idle_timeout / 2).max(Duration::from_millis(50));
-    loop {
-        runtime::sleep(period).await;
-        for c in registry.conns.borrow().values() {
-            let a = c.activity.get();
-            if a != c.seen.get() || c.busy.get() {
-                c.seen.set(a);
-                c.strikes.set(0);
-                continue;
-            }
-            c.strikes.set(c.strikes.get() + 1);
-            if c.strikes.get() >= 2 {
-                c.idle.set(true);
-                c.mailbox.wake();
-            }
-        }
-    }
-}
-
-/// What the metrics need to know of a call when its response is queued.
-#[derive(Debug, Clone, Copy)]
-struct Started {
-    method: metrics::Method,
-    at: Instant,
-}
-
-/// A call waiting for other shards to answer.
-struct Pending {
-    deadline: Option<Instant>,
-    started: Started,
-    /// For Stats: one slot per shard, filled as answers arrive.
-    stats: Vec<Option<ShardCounters>>,
-}
-
-enum Wake {
-    Read(std::io::Result<usize>),
-    Mail,
-    Deadline,
-}
-
-struct Conn {
-    h2: Connection,
-    shard: Rc<Shard>,
-    peers: Rc<Peers>,
-    node: Arc<NodeShared>,
-    shared: Rc<ConnShared>,
-    pending: hashbrown::HashMap<u32, Pending>,
-    /// Reused buffers: an encoded reply, a percent-encoded status message.
-    body: Vec<u8>,
-    scratch: Vec<u8>,
-    max_message: usize,
-    shutdown_asked: bool,
-    /// Open streaming calls (health Watch, reflection): server/streaming.rs.
-    streaming: Streaming,
-}
-
-/// Serves one accepted connection: a client speaking HTTP/2, or a peer
-/// node (its first bytes are the peer magic). `refuse` (over
-/// --max-connections) turns clients away; peers are always served, since
-/// the cluster cannot forward without them.
+/// Serves one connection accepted on the gRPC port: a client speaking
+/// HTTP/2, or a peer node (its first bytes are the peer magic). `refuse`
+/// (over --max-connections) turns both away: a peer is not trusted more
+/// than a client until peers can authenticate.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     mut stream: Stream,
@@ -194,46 +69,43 @@ pub async fn serve(
     _guard: OpenGuard,
 ) {
     let _ = stream.set_nodelay();
+    // A client that reads nothing for this long is disconnected.
+    let _ = stream.set_write_timeout(node.config.idle_timeout);
     let shared = Rc::new(ConnShared::default());
     let id = registry.add(shared.clone());
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut input = BytesMut::new();
     match sniff(&mut stream, &mut input, &shared).await {
+        Some(Kind::Peer) if refuse => registry.count(Guard::ConnectionLimit),
         Some(Kind::Peer) => {
             input.advance(peer::MAGIC.len());
-            let max_frame = node.config.max_message().saturating_add(64);
-            peer_session::serve(&mut stream, input, shard, peers, shared.clone(), max_frame).await;
+            let mut s = PeerSession::new(shard, peers, &node, shared.mailbox().clone());
+            let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
         }
         Some(Kind::Client) => {
             shard.connection_opened(Interface::Grpc);
-            let max_message = node.config.max_message();
-            let mut c = Conn {
-                h2: Connection::new(settings),
-                max_message,
-                shard,
+            let mut s = GrpcSession::new(
+                shard.clone(),
                 peers,
                 node,
-                shared: shared.clone(),
-                pending: hashbrown::HashMap::new(),
-                body: Vec::new(),
-                scratch: Vec::new(),
-                shutdown_asked: false,
-                streaming: Streaming::new(max_message),
-            };
+                shared.mailbox().clone(),
+                settings,
+            );
             if refuse {
+                registry.count(Guard::ConnectionLimit);
                 let msg = format!(
                     "connection limit reached (--max-connections {})",
-                    c.node.config.max_connections
+                    s.node.config.max_connections
                 );
-                c.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
-                let _ = stream.write_all(c.h2.output()).await;
+                s.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
+                let _ = stream.write_all(s.output()).await;
             } else {
-                c.run(&mut stream, input).await;
+                let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
             }
-            c.shard.connection_closed(Interface::Grpc);
+            shard.connection_closed(Interface::Grpc);
         }
         None => {}
     }
-    shared.mailbox.close();
+    shared.mailbox().close();
     registry.remove(id);
     linger(&mut stream).await;
 }
@@ -257,7 +129,7 @@ async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -
             return Some(Kind::Peer);
         }
         let read = future::or(async { Some(stream.read(&mut rbuf).await) }, async {
-            shared.mailbox.wait().await;
+            shared.mailbox().wait().await;
             None
         })
         .await;
@@ -267,143 +139,213 @@ async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -
                 shared.touch();
                 input.extend_from_slice(&rbuf[..n]);
             }
-            None if shared.idle.get() => return None,
+            None if shared.take_idle() => return None,
             // Shutting down before the first byte: treat it as a client,
             // whose HTTP/2 connection then gets a proper GOAWAY.
-            None if shared.shutdown.get() => return Some(Kind::Client),
+            None if shared.shutdown_requested() => return Some(Kind::Client),
             None => {}
         }
     }
 }
 
-/// Closes our side, then reads and discards until the client closes its
-/// side (bounded): closing a socket with unread input makes the kernel send
-/// RST, which can destroy responses the client has not read yet.
-pub(super) async fn linger(stream: &mut Stream) {
-    let _ = stream.shutdown_write().await;
-    let mut buf = [0u8; 4096];
-    let until = Instant::now() + LINGER;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let read = future::or(async { Some(stream.read(&mut buf).await) }, async {
-            runtime::sleep(left).await;
-            None
-        })
-        .await;
-        match read {
-            Some(Ok(n)) if n > 0 => continue,
-            _ => return,
-        }
-    }
+/// What the metrics need to know of a call when its response is queued.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    method: metrics::Method,
+    at: Instant,
 }
 
-/// How long a closing connection waits for the client to close its side.
-const LINGER: Duration = Duration::from_secs(1);
+/// A call waiting for other shards to answer.
+struct Pending {
+    deadline: Option<Instant>,
+    started: Started,
+    /// For Stats: one slot per shard, filled as answers arrive.
+    stats: Vec<Option<ShardCounters>>,
+}
 
-impl Conn {
-    async fn run(&mut self, stream: &mut Stream, mut input: BytesMut) {
-        let mut events = Vec::new();
-        if !input.is_empty() {
-            // The bytes read while telling a client from a peer.
-            let now = Instant::now();
-            let result = self.h2.recv(&mut input, now, &mut events);
-            for ev in events.drain(..) {
-                self.on_event(ev, now);
-            }
-            if result.is_err() {
-                let _ = stream.write_all(self.h2.output()).await;
-                return;
-            }
-        }
-        let mut rbuf = vec![0u8; READ_CHUNK];
-        let mut replies = Vec::new();
-        let mut closing = false;
+/// A call whose request is still arriving but whose `grpc-timeout` already
+/// runs (from its HEADERS).
+struct Arriving {
+    deadline: Instant,
+    started: Started,
+}
+
+/// One HTTP/2 client connection's gRPC state.
+pub struct GrpcSession {
+    h2: Connection,
+    shard: Rc<Shard>,
+    peers: Rc<Peers>,
+    node: Arc<NodeShared>,
+    mailbox: Rc<Mailbox>,
+    pending: hashbrown::HashMap<u32, Pending>,
+    /// Calls with a deadline whose request body has not all arrived.
+    arriving: hashbrown::HashMap<u32, Arriving>,
+    /// Reused buffers: events of one `recv`, replies of one drain, an
+    /// encoded reply, a percent-encoded status message.
+    events: Vec<Event>,
+    replies: Vec<(u32, Reply)>,
+    body: Vec<u8>,
+    scratch: Vec<u8>,
+    max_message: usize,
+    shutdown_asked: bool,
+    /// Write what is queued, then close.
+    closing: bool,
+    /// Open streaming calls (health Watch, reflection): server/streaming.rs.
+    streaming: Streaming,
+}
+
+impl Session for GrpcSession {
+    fn on_input(&mut self, input: &mut BytesMut, room: Room, now: Instant) -> bool {
         loop {
-            if !self.h2.output().is_empty() {
-                if stream.write_all(self.h2.output()).await.is_err() {
-                    return;
-                }
-                self.h2.output().clear();
+            self.h2.set_paused(self.full(room));
+            let mut events = std::mem::take(&mut self.events);
+            let result = self.h2.recv_batch(input, now, &mut events, BATCH);
+            let batch = events.len();
+            self.on_events(&mut events, now);
+            self.events = events;
+            if let Err(e) = result {
+                tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
+                self.closing = true;
+                return false;
             }
-            if closing || self.h2.is_closed() {
+            if batch < BATCH {
+                // Every complete frame is consumed. HTTP/2 never stops
+                // reading: over budget it holds requests back instead.
+                return false;
+            }
+        }
+    }
+
+    fn on_eof(&mut self) {
+        self.closing = true;
+    }
+
+    fn on_wake(&mut self, room: Room, now: Instant) {
+        let mut replies = std::mem::take(&mut self.replies);
+        self.mailbox.drain_into(&mut replies);
+        for (tag, reply) in replies.drain(..) {
+            self.on_reply(tag, reply);
+        }
+        self.replies = replies;
+        if self.next_deadline().is_some_and(|d| d <= now) {
+            self.expire_deadlines(now);
+        }
+        // Requests held back while the connection was full.
+        loop {
+            let full = self.full(room);
+            self.h2.set_paused(full);
+            if full {
                 return;
             }
-            if self.shared.idle.replace(false) {
-                self.h2.go_away(ErrorCode::NoError, b"idle timeout");
-                closing = true;
-                continue;
+            let mut events = std::mem::take(&mut self.events);
+            self.h2.resume(&mut events, BATCH);
+            let batch = events.len();
+            self.on_events(&mut events, now);
+            self.events = events;
+            if batch < BATCH {
+                return;
             }
-            if self.shared.shutdown.replace(false) {
-                // First request: two-phase GOAWAY, refusing nothing the
-                // client already sent. A repeated request (the client never
-                // acknowledged) sends the final GOAWAY at once. Accepted
-                // streams are served until `is_closed`.
-                if self.shutdown_asked {
-                    self.h2
-                        .go_away(ErrorCode::RefusedStream, b"server shutting down");
-                } else {
-                    self.shutdown_asked = true;
-                    self.h2.begin_shutdown();
-                    // Streaming calls never end by themselves: end them
-                    // (UNAVAILABLE) so the connection can close.
-                    self.streaming.shut_down(&mut self.h2);
-                }
-                continue;
-            }
-            let deadline = self.next_deadline();
-            let mailbox = self.shared.mailbox.clone();
-            let wake = future::or(
-                async { Wake::Read(stream.read(&mut rbuf).await) },
-                future::or(
-                    async {
-                        mailbox.wait().await;
-                        Wake::Mail
-                    },
-                    async {
-                        runtime::sleep_until(deadline).await;
-                        Wake::Deadline
-                    },
-                ),
-            )
-            .await;
-            match wake {
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return,
-                Wake::Read(Ok(n)) => {
-                    self.shared.touch();
-                    input.extend_from_slice(&rbuf[..n]);
-                    let now = Instant::now();
-                    let result = self.h2.recv(&mut input, now, &mut events);
-                    for ev in events.drain(..) {
-                        self.on_event(ev, now);
-                    }
-                    if let Err(e) = result {
-                        tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
-                        closing = true;
-                    }
-                }
-                Wake::Mail => {}
-                Wake::Deadline => self.expire_deadlines(),
-            }
-            self.shared.mailbox.drain_into(&mut replies);
-            for (tag, reply) in replies.drain(..) {
-                self.on_reply(tag, reply);
-            }
-            self.shared.busy.set(self.h2.active_streams() > 0);
         }
+    }
+
+    fn on_idle(&mut self) {
+        self.h2.go_away(ErrorCode::NoError, b"idle timeout");
+        self.closing = true;
+    }
+
+    fn on_shutdown(&mut self) {
+        // First request: two-phase GOAWAY, refusing nothing the client
+        // already sent. A repeated request (the client never acknowledged)
+        // sends the final GOAWAY at once. Accepted streams are served until
+        // `is_closed`.
+        if self.shutdown_asked {
+            self.h2
+                .go_away(ErrorCode::RefusedStream, b"server shutting down");
+        } else {
+            self.shutdown_asked = true;
+            self.h2.begin_shutdown();
+            // Streaming calls never end by themselves: end them
+            // (UNAVAILABLE) so the connection can close.
+            self.streaming.shut_down(&mut self.h2);
+        }
+    }
+
+    fn output(&self) -> &[u8] {
+        self.h2.pending_output()
+    }
+
+    fn clear_output(&mut self) {
+        self.h2.output().clear();
+    }
+
+    fn held(&self) -> usize {
+        self.h2.pending_output().len() + self.h2.queued_total() + self.h2.buffered_bodies()
+    }
+
+    fn wants_input(&self, _room: Room) -> bool {
+        !self.closing
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.pending.values().filter_map(|p| p.deadline).min()
+        let waiting = self.pending.values().filter_map(|p| p.deadline);
+        let arriving = self.arriving.values().map(|a| a.deadline);
+        waiting.chain(arriving).min()
     }
 
-    fn expire_deadlines(&mut self) {
-        let now = Instant::now();
+    fn busy(&self) -> bool {
+        !self.pending.is_empty() || !self.streaming.is_empty() || self.h2.has_held()
+    }
+
+    fn backlog(&self) -> bool {
+        self.h2.has_held()
+    }
+
+    fn is_done(&self) -> bool {
+        self.closing || self.h2.is_closed()
+    }
+}
+
+impl GrpcSession {
+    /// Whether the connection must hold requests back: its buffers are at
+    /// their budget, or enough of its calls wait elsewhere.
+    fn full(&self, room: Room) -> bool {
+        self.pending.len() >= MAX_WAITING || !room.admits(self.held())
+    }
+
+    fn on_events(&mut self, events: &mut Vec<Event>, now: Instant) {
+        for ev in events.drain(..) {
+            self.on_event(ev, now);
+        }
+    }
+
+    pub fn new(
+        shard: Rc<Shard>,
+        peers: Rc<Peers>,
+        node: Arc<NodeShared>,
+        mailbox: Rc<Mailbox>,
+        settings: ServerSettings,
+    ) -> GrpcSession {
+        let max_message = node.config.max_message();
+        GrpcSession {
+            h2: Connection::new(settings),
+            max_message,
+            shard,
+            peers,
+            node,
+            mailbox,
+            pending: hashbrown::HashMap::new(),
+            arriving: hashbrown::HashMap::new(),
+            events: Vec::new(),
+            replies: Vec::new(),
+            body: Vec::new(),
+            scratch: Vec::new(),
+            shutdown_asked: false,
+            closing: false,
+            streaming: Streaming::new(max_message),
+        }
+    }
+
+    fn expire_deadlines(&mut self, now: Instant) {
         let expired: Vec<(u32, Started)> = self
             .pending
             .iter()
@@ -413,6 +355,44 @@ impl Conn {
         for (id, started) in expired {
             self.pending.remove(&id);
             self.send_status(id, &deadline_exceeded(), started);
+        }
+        let expired: Vec<(u32, Started)> = self
+            .arriving
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(&id, a)| (id, a.started))
+            .collect();
+        for (id, started) in expired {
+            self.arriving.remove(&id);
+            self.shard.record_guard(Guard::IncompleteDeadline, 1);
+            // The request never completed: the stream is answered and
+            // reset (NO_ERROR), and what still arrives for it is dropped.
+            self.send_status(id, &deadline_exceeded(), started);
+        }
+    }
+
+    /// HEADERS of a unary call arrived without the whole body: its
+    /// deadline starts now, whatever its body does.
+    fn on_started(&mut self, stream_id: u32, opened_at: Instant) {
+        let Some(headers) = self.h2.request_headers(stream_id) else {
+            return;
+        };
+        // A malformed call is refused when it completes; only a valid
+        // timeout starts a clock here.
+        let Ok(call) = grpc::parse_call(headers) else {
+            return;
+        };
+        if let Some(t) = call.timeout {
+            self.arriving.insert(
+                stream_id,
+                Arriving {
+                    deadline: grpc::answer_by(opened_at, t),
+                    started: Started {
+                        method: call.method.into(),
+                        at: opened_at,
+                    },
+                },
+            );
         }
     }
 
@@ -424,8 +404,17 @@ impl Conn {
                 headers,
                 body,
                 opened_at,
-            } => self.on_request(stream_id, &headers, body, opened_at),
+            } => {
+                self.arriving.remove(&stream_id);
+                self.on_request(stream_id, &headers, body, opened_at)
+            }
+            Event::RequestStarted {
+                stream_id,
+                opened_at,
+            } => self.on_started(stream_id, opened_at),
+            Event::Refused { .. } => self.shard.record_guard(Guard::Backpressure, 1),
             Event::RequestTooLarge { stream_id, headers } => {
+                self.arriving.remove(&stream_id);
                 // The event carries no start time: the read that overflowed
                 // the limit stands in for it.
                 let method = headers
@@ -444,6 +433,7 @@ impl Conn {
             }
             Event::Reset { stream_id, .. } => {
                 self.pending.remove(&stream_id);
+                self.arriving.remove(&stream_id);
                 self.streaming.reset(stream_id);
             }
             // Streaming calls (health Watch, reflection): server/streaming.rs.
@@ -501,9 +491,6 @@ impl Conn {
                 return self.send_status(stream_id, &st, started);
             }
         };
-        if let Err(st) = self.validate(call.method, &req) {
-            return self.send_status(stream_id, &st, started);
-        }
         let op = match call.method {
             Method::Get => CacheOp::Get {
                 group: req.group,
@@ -520,10 +507,13 @@ impl Conn {
                 key: req.key,
             },
         };
+        if let Err(e) = op.validate(self.node.config.max_value) {
+            return self.send_status(stream_id, &invalid_status(&e), started);
+        }
         // Served here: a hit is framed straight from the store's bytes.
         let mut answered: Option<Reply> = None;
         let body = &mut self.body;
-        let mailbox = &self.shared.mailbox;
+        let mailbox = &self.mailbox;
         let waits = dispatch::dispatch(
             &self.shard,
             &self.peers,
@@ -557,35 +547,6 @@ impl Conn {
         }
     }
 
-    fn validate(&self, method: Method, req: &proto::Request) -> Result<(), Status> {
-        if req.key.is_empty() {
-            return Err(Status::new(
-                Code::InvalidArgument,
-                "key is empty: a key must be 1 to 4096 bytes",
-            ));
-        }
-        if req.key.len() > MAX_KEY_BYTES {
-            return Err(Status::new(
-                Code::InvalidArgument,
-                format!(
-                    "key is {} bytes: the limit is {MAX_KEY_BYTES} bytes",
-                    req.key.len()
-                ),
-            ));
-        }
-        let max_value = self.node.config.max_value;
-        if method == Method::Set && req.value.len() as u64 > max_value {
-            return Err(Status::new(
-                Code::ResourceExhausted,
-                format!(
-                    "value is {} bytes: the limit is {max_value} bytes (--max-value)",
-                    req.value.len()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     fn start_stats(
         &mut self,
         stream_id: u32,
@@ -604,7 +565,7 @@ impl Conn {
         let mut stats = vec![None; n];
         stats[self.shard.id()] = Some(self.shard.counters());
         for other in (0..n).filter(|&i| i != self.shard.id()) {
-            let to = ReplyTo::Conn(self.shared.mailbox.clone(), stream_id);
+            let to = ReplyTo::Conn(self.mailbox.clone(), stream_id);
             self.shard.submit(other, Op::Stats, to);
         }
         let p = Pending {
@@ -758,6 +719,15 @@ impl Conn {
         }];
         self.h2.send_trailers_only(stream_id, &fields);
     }
+}
+
+/// The gRPC status of a request the shared rules refuse.
+pub(super) fn invalid_status(e: &Invalid) -> Status {
+    let code = match e {
+        Invalid::Name(_) => Code::InvalidArgument,
+        Invalid::ValueTooLarge { .. } => Code::ResourceExhausted,
+    };
+    Status::new(code, e.to_string())
 }
 
 fn deadline_exceeded() -> Status {
