@@ -269,6 +269,8 @@ def run(name):
             "during_ok": during.get("ok"),
             "during_requests": during.get("requests"),
             "during_error": during.get("error"),
+            "during_status": during.get("by_status"),
+            "during_transport": during.get("transport_errors"),
             "guards": {k: int(v) for k, v in guards.items() if v != "0"},
         }
     finally:

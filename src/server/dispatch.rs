@@ -16,10 +16,11 @@
 
 use super::peer_client::Peers;
 use crate::groups::{GroupSpec, Join, LoadError};
+use crate::metrics::Guard;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::CacheOp;
 use crate::runtime;
-use crate::shard::{Location, Op, Reply, ReplyTo, Shard};
+use crate::shard::{InTransit, Location, Op, Reply, ReplyTo, Shard};
 use crate::store::SetError;
 use bytes::Bytes;
 use std::rc::Rc;
@@ -84,7 +85,15 @@ pub fn dispatch(
 }
 
 /// Serves a request that a shard handed to this one (its home shard).
-pub fn serve_handed_over(shard: &Rc<Shard>, peers: &Rc<Peers>, op: Op, reply_to: ReplyTo) {
+/// `(transit, limit)`: the asking shard's large values on their way, and
+/// their bound (a Get whose value would pass it fails RESOURCE_EXHAUSTED).
+pub fn serve_handed_over(
+    shard: &Rc<Shard>,
+    peers: &Rc<Peers>,
+    op: Op,
+    reply_to: ReplyTo,
+    (transit, limit): (&InTransit, usize),
+) {
     let Op::Cache {
         op,
         forward,
@@ -113,7 +122,14 @@ pub fn serve_handed_over(shard: &Rc<Shard>, peers: &Rc<Peers>, op: Op, reply_to:
         || reply_to,
         |answer| {
             let reply = match answer {
-                Local::Get(v) => Reply::Get(v.map(Bytes::copy_from_slice)),
+                Local::Get(Some(v)) => match transit.copy(v, limit) {
+                    Ok(b) => Reply::Get(Some(b)),
+                    Err(waiting) => {
+                        shard.record_guard(Guard::Backpressure, 1);
+                        Reply::Failed(transit_full(v.len(), waiting))
+                    }
+                },
+                Local::Get(None) => Reply::Get(None),
                 Local::Set(r) => Reply::Set(r),
                 Local::Delete(d) => Reply::Delete(d),
             };
@@ -257,6 +273,18 @@ async fn load(shard: Rc<Shard>, spec: Arc<GroupSpec>, group: String, key: String
     for w in waiters {
         shard.reply(w, reply.clone());
     }
+}
+
+/// The status of a Get whose large value would pass the asking shard's
+/// bound on values on their way (`waiting` bytes are already).
+pub fn transit_full(len: usize, waiting: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!(
+            "{waiting} bytes of values are already on their way to clients that have not read \
+             them (--node-buffer); this {len}-byte value is not sent until they are: retry later"
+        ),
+    )
 }
 
 /// The status of a Set the store refused, in every front end's words.

@@ -51,7 +51,7 @@ pub const MAX_WAITING: usize = 16;
 
 /// Requests handled between two looks at the connection's budget: what
 /// one batch's answers add is the most a connection overshoots it by.
-const BATCH: usize = 8;
+const BATCH: usize = 4;
 
 /// Serves one connection accepted on the gRPC port: a client speaking
 /// HTTP/2, or a peer node (its first bytes are the peer magic). `refuse`

@@ -10,7 +10,10 @@
 //! unfinished requests). A connection may take new input while it holds
 //! less than `--conn-buffer` and, while the shard's connections together
 //! hold more than the shard's share of `--node-buffer`, only if it holds
-//! little ([`Room::admits`]). One that holds twice its budget (answers
+//! little ([`Room::admits`]), and one that holds more than that gets
+//! [`OVERFLOW_STALL`] to read it. Answers already on their way to a
+//! connection cannot be refused by it; large ones are bounded where they
+//! are made instead (`shard::InTransit`). One that holds twice its budget (answers
 //! that were already on their way) is closed if its client does not read
 //! for [`OVERFLOW_STALL`].
 
@@ -93,8 +96,9 @@ pub struct BufferLimits {
 }
 
 /// How long a write to a client may stall while its connection holds more
-/// than twice its budget: a client that does not read then costs memory,
-/// so it gets less patience than `--idle-timeout`.
+/// than twice its budget, or more than a little while the shard is over
+/// its share: a client that does not read then costs memory, so it gets
+/// less patience than `--idle-timeout`.
 pub const OVERFLOW_STALL: Duration = Duration::from_secs(2);
 
 /// Below this a connection may always take input, even while the shard
@@ -127,10 +131,12 @@ impl Room {
             && (held < SMALL_HOLDING || self.others.saturating_add(held) < self.per_shard)
     }
 
-    /// True when a connection holding `held` bytes is past its hard limit
-    /// (twice its budget): its client must read promptly.
+    /// True when a connection holding `held` bytes must have its client
+    /// read promptly ([`OVERFLOW_STALL`]): it holds twice its budget, or
+    /// more than a little while the shard is over its share.
     pub fn overflows(&self, held: usize) -> bool {
         held / 2 >= self.per_connection
+            || (held >= SMALL_HOLDING && self.others.saturating_add(held) >= self.per_shard)
     }
 }
 
@@ -282,6 +288,7 @@ mod tests {
         let r = room(8 * mib, 63 * mib, 64 * mib);
         assert!(r.admits(SMALL_HOLDING - 1));
         assert!(!r.admits(2 * mib));
+        assert!(!r.overflows(SMALL_HOLDING - 1) && r.overflows(mib));
         assert!(Room::unlimited().admits(usize::MAX - 1));
     }
 }

@@ -22,7 +22,7 @@ use crate::groups::{GroupSpec, Groups, HttpOrigin};
 use crate::protocol::http2::ServerSettings;
 use crate::runtime::{self, Listener, Mesh, Stream};
 use crate::shard::Notify;
-use crate::shard::{Batch, Router, Shard, ShardSettings};
+use crate::shard::{Batch, InTransit, Router, Shard, ShardSettings};
 use crate::systemd;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -279,6 +279,9 @@ pub struct NodeShared {
     pub listening: AtomicBool,
     /// Per shard: bumped by its housekeeping task, read by the watchdog.
     pub heartbeats: Vec<AtomicU64>,
+    /// Per shard: bytes of large values on their way to its connections
+    /// (shard/transit.rs), bounded by its share of --node-buffer.
+    pub in_transit: Vec<InTransit>,
 }
 
 impl NodeShared {
@@ -409,6 +412,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
         draining: AtomicUsize::new(shards),
         listening: AtomicBool::new(false),
         heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        in_transit: (0..shards).map(|_| InTransit::default()).collect(),
     });
     // No shard listens before the ring is known: a node never serves a
     // key it does not own because its ring was empty.
@@ -593,6 +597,8 @@ async fn run_shard(
             max_frame: node.config.max_message().saturating_add(64),
             max_queued: usize::try_from(node.config.conn_buffer).unwrap_or(usize::MAX),
             idle_close: node.config.idle_timeout / 2,
+            in_transit: node.in_transit.get(id).cloned().unwrap_or_default(),
+            transit_limit: node.config.buffer_limits().per_shard,
         },
         shard.clone(),
     ));
@@ -605,8 +611,10 @@ async fn run_shard(
 
     for (peer, rx) in rx.into_peers() {
         let handed_over = peers.clone();
+        let transit = node.in_transit.get(peer).cloned().unwrap_or_default();
+        let limit = node.config.buffer_limits().per_shard;
         runtime::spawn(shard.clone().run_receiver(peer, rx, move |shard, op, to| {
-            dispatch::serve_handed_over(shard, &handed_over, op, to)
+            dispatch::serve_handed_over(shard, &handed_over, op, to, (&transit, limit))
         }));
         runtime::spawn(shard.clone().run_sender(peer));
     }

@@ -31,12 +31,12 @@
 
 use super::driver::{self, Session};
 use super::lifecycle::{ConnShared, Room};
-use crate::metrics::PeerError;
+use crate::metrics::{Guard, PeerError};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
 use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
-use crate::shard::{Reply, ReplyTo, Shard};
+use crate::shard::{InTransit, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -63,6 +63,11 @@ pub struct PeerSettings {
     pub max_queued: usize,
     /// A connection idle this long is closed (half of --idle-timeout).
     pub idle_close: Duration,
+    /// This shard's large values on their way to its connections, and
+    /// their bound (shard/transit.rs): a large value read from a peer past
+    /// it is dropped and its Get fails RESOURCE_EXHAUSTED.
+    pub in_transit: InTransit,
+    pub transit_limit: usize,
 }
 
 /// One shard's clients, one per peer node it has talked to.
@@ -374,7 +379,18 @@ impl PeerClient {
                 if let (Some((group, key)), Some(v)) = (&w.get, &v) {
                     self.shard.admit_hot(group, key, v);
                 }
-                Reply::Get(v)
+                match v.map(|v| {
+                    let len = v.len();
+                    let s = &self.settings;
+                    s.in_transit.admit(v, s.transit_limit).map_err(|w| (len, w))
+                }) {
+                    None => Reply::Get(None),
+                    Some(Ok(v)) => Reply::Get(Some(v)),
+                    Some(Err((len, waiting))) => {
+                        self.shard.record_guard(Guard::Backpressure, 1);
+                        Reply::Failed(super::dispatch::transit_full(len, waiting))
+                    }
+                }
             }
             PeerReply::Set { created } => Reply::Set(Ok(created)),
             PeerReply::Delete(d) => Reply::Delete(d),

@@ -22,9 +22,11 @@
 
 mod handoff;
 mod notify;
+mod transit;
 
 pub use handoff::Batch;
 pub use notify::{Mailbox, Notify};
+pub use transit::{InTransit, LARGE_VALUE};
 
 use crate::cluster::{Ring, RingReceiver};
 use crate::groups::{Groups, NegativeCache, SingleFlight};
