@@ -166,3 +166,41 @@ fn sigterm_with_calls_in_flight_loses_none_and_exits_zero() {
         "calls after shutdown should see UNAVAILABLE"
     );
 }
+
+/// The shipped unit: `systemctl reload` must not stop the node (options
+/// are read at start-up only, so the unit has no ExecReload), and
+/// `systemd-analyze verify` finds nothing wrong with it.
+#[test]
+fn the_shipped_systemd_unit_verifies_and_has_no_stopping_reload() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/systemd/shardcache.service"
+    );
+    let unit = std::fs::read_to_string(path).unwrap();
+    assert!(
+        !unit
+            .lines()
+            .any(|l| l.trim_start().starts_with("ExecReload=")),
+        "ExecReload in {path}"
+    );
+    // verify checks that ExecStart exists: point it at a binary that does.
+    let dir = std::env::temp_dir().join(format!("unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("shardcache.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/shardcache", &server_bin()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; .ci/test installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
+}
