@@ -96,6 +96,13 @@ pub struct ServeArgs {
     #[arg(long = "spin-before-park", default_value = "auto", value_parser = parse_spin)]
     pub spin_before_park: Spin,
 
+    /// How long a connection may take to send its HTTP/2 preface and
+    /// SETTINGS (or its first bytes), an HTTP/2 header block once begun, or
+    /// an HTTP/1.1 request head once begun; and how long a request body may
+    /// go without a byte. Past it the connection is closed (gateway: 408).
+    #[arg(long = "header-timeout", default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+
     /// Bytes one connection may hold (unsent responses, unfinished
     /// requests) and still take new requests; past it the connection reads
     /// no more requests until its client reads, and at twice it the

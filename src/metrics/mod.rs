@@ -25,6 +25,7 @@ pub use render::{render, NodeInfo, ShardSnapshot, ETCD_STATES};
 pub use shard::{MetricsSnapshot, PeerStats, ShardMetrics};
 
 use crate::protocol::grpc::{self, Code};
+use crate::protocol::http2::Flood;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,17 +65,50 @@ pub enum Guard {
     Backpressure = 4,
     /// A call ended DEADLINE_EXCEEDED before its request had fully arrived.
     IncompleteDeadline = 5,
+    /// A connection did not send its preface and SETTINGS, an HTTP/2
+    /// header block, or an HTTP/1.1 request head or body in time
+    /// (--header-timeout).
+    HeaderTimeout = 6,
+    /// An HTTP/2 client flooded (GOAWAY ENHANCE_YOUR_CALM), by kind.
+    FloodResets = 7,
+    FloodSettings = 8,
+    FloodEmptyFrames = 9,
+    FloodWindowDribble = 10,
+    FloodUnreadAcks = 11,
+    FloodContinuations = 12,
+    /// A request's headers decoded past MAX_HEADER_LIST_SIZE (HPACK bomb);
+    /// its stream was reset.
+    OversizedHeaders = 13,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 6] = [
+    pub const ALL: [Guard; 14] = [
         Guard::ConnectionLimit,
         Guard::IdleClosed,
         Guard::WriteStalled,
         Guard::BufferLimit,
         Guard::Backpressure,
         Guard::IncompleteDeadline,
+        Guard::HeaderTimeout,
+        Guard::FloodResets,
+        Guard::FloodSettings,
+        Guard::FloodEmptyFrames,
+        Guard::FloodWindowDribble,
+        Guard::FloodUnreadAcks,
+        Guard::FloodContinuations,
+        Guard::OversizedHeaders,
     ];
+
+    pub fn flood(kind: Flood) -> Guard {
+        match kind {
+            Flood::Resets => Guard::FloodResets,
+            Flood::Settings => Guard::FloodSettings,
+            Flood::EmptyFrames => Guard::FloodEmptyFrames,
+            Flood::WindowDribble => Guard::FloodWindowDribble,
+            Flood::UnreadAcks => Guard::FloodUnreadAcks,
+            Flood::Continuations => Guard::FloodContinuations,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -84,6 +118,14 @@ impl Guard {
             Guard::BufferLimit => "buffer_limit",
             Guard::Backpressure => "backpressure",
             Guard::IncompleteDeadline => "incomplete_deadline",
+            Guard::HeaderTimeout => "header_timeout",
+            Guard::FloodResets => "flood_resets",
+            Guard::FloodSettings => "flood_settings",
+            Guard::FloodEmptyFrames => "flood_empty_frames",
+            Guard::FloodWindowDribble => "flood_window_dribble",
+            Guard::FloodUnreadAcks => "flood_unread_acks",
+            Guard::FloodContinuations => "flood_continuations",
+            Guard::OversizedHeaders => "oversized_headers",
         }
     }
 }

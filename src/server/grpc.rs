@@ -30,10 +30,10 @@ use crate::metrics::{self, Guard, Interface, ReplyStatus};
 use crate::proto;
 use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
 use crate::protocol::http2::{
-    Connection, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
+    Connection, ConnectionError, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
 };
 use crate::protocol::{peer, CacheOp, Invalid};
-use crate::runtime::Stream;
+use crate::runtime::{self, Stream};
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard, ShardCounters};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future;
@@ -74,7 +74,8 @@ pub async fn serve(
     let shared = Rc::new(ConnShared::default());
     let id = registry.add(shared.clone());
     let mut input = BytesMut::new();
-    match sniff(&mut stream, &mut input, &shared).await {
+    let first_bytes_by = Instant::now() + node.config.header_timeout;
+    match sniff(&mut stream, &mut input, &shared, first_bytes_by).await {
         Some(Kind::Peer) if refuse => registry.count(Guard::ConnectionLimit),
         Some(Kind::Peer) => {
             input.advance(peer::MAGIC.len());
@@ -103,7 +104,11 @@ pub async fn serve(
             }
             shard.connection_closed(Interface::Grpc);
         }
-        None => {}
+        None => {
+            if Instant::now() >= first_bytes_by {
+                registry.count(Guard::HeaderTimeout);
+            }
+        }
     }
     shared.mailbox().close();
     registry.remove(id);
@@ -117,8 +122,14 @@ enum Kind {
 
 /// Reads until the first bytes tell a peer (the full magic) from a client
 /// (anything else; the HTTP/2 layer judges its preface). None when the
-/// connection closed, went idle or the node shuts down first.
-async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -> Option<Kind> {
+/// connection closed, went idle, sent too little by `by`, or the node
+/// shuts down first.
+async fn sniff(
+    stream: &mut Stream,
+    input: &mut BytesMut,
+    shared: &ConnShared,
+    by: Instant,
+) -> Option<Kind> {
     let mut rbuf = [0u8; 4096];
     loop {
         let n = input.len().min(peer::MAGIC.len());
@@ -128,10 +139,19 @@ async fn sniff(stream: &mut Stream, input: &mut BytesMut, shared: &ConnShared) -
         if n == peer::MAGIC.len() {
             return Some(Kind::Peer);
         }
-        let read = future::or(async { Some(stream.read(&mut rbuf).await) }, async {
-            shared.mailbox().wait().await;
-            None
-        })
+        let read = future::or(
+            async { Some(stream.read(&mut rbuf).await) },
+            future::or(
+                async {
+                    shared.mailbox().wait().await;
+                    None
+                },
+                async {
+                    runtime::sleep_until(Some(by)).await;
+                    Some(Err(std::io::ErrorKind::TimedOut.into()))
+                },
+            ),
+        )
         .await;
         match read {
             Some(Ok(0)) | Some(Err(_)) => return None,
@@ -204,8 +224,7 @@ impl Session for GrpcSession {
             self.on_events(&mut events, now);
             self.events = events;
             if let Err(e) = result {
-                tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
-                self.closing = true;
+                self.failed(&e);
                 return false;
             }
             if batch < BATCH {
@@ -229,6 +248,11 @@ impl Session for GrpcSession {
         self.replies = replies;
         if self.next_deadline().is_some_and(|d| d <= now) {
             self.expire_deadlines(now);
+            if let Err(e) = self.h2.expire(now) {
+                self.shard.record_guard(Guard::HeaderTimeout, 1);
+                self.failed(&e);
+                return;
+            }
         }
         // Requests held back while the connection was full.
         loop {
@@ -275,7 +299,7 @@ impl Session for GrpcSession {
     }
 
     fn clear_output(&mut self) {
-        self.h2.output().clear();
+        self.h2.output_written();
     }
 
     fn held(&self) -> usize {
@@ -289,7 +313,7 @@ impl Session for GrpcSession {
     fn next_deadline(&self) -> Option<Instant> {
         let waiting = self.pending.values().filter_map(|p| p.deadline);
         let arriving = self.arriving.values().map(|a| a.deadline);
-        waiting.chain(arriving).min()
+        waiting.chain(arriving).chain(self.h2.deadline()).min()
     }
 
     fn busy(&self) -> bool {
@@ -310,6 +334,15 @@ impl GrpcSession {
     /// their budget, or enough of its calls wait elsewhere.
     fn full(&self, room: Room) -> bool {
         self.pending.len() >= MAX_WAITING || !room.admits(self.held())
+    }
+
+    /// The HTTP/2 layer ended the connection (GOAWAY is queued).
+    fn failed(&mut self, e: &ConnectionError) {
+        tracing::debug!(code = ?e.code, reason = %e.reason, "closing connection after protocol error");
+        if let Some(kind) = e.flood {
+            self.shard.record_guard(Guard::flood(kind), 1);
+        }
+        self.closing = true;
     }
 
     fn on_events(&mut self, events: &mut Vec<Event>, now: Instant) {
@@ -413,6 +446,7 @@ impl GrpcSession {
                 opened_at,
             } => self.on_started(stream_id, opened_at),
             Event::Refused { .. } => self.shard.record_guard(Guard::Backpressure, 1),
+            Event::HeadersTooLarge { .. } => self.shard.record_guard(Guard::OversizedHeaders, 1),
             Event::RequestTooLarge { stream_id, headers } => {
                 self.arriving.remove(&stream_id);
                 // The event carries no start time: the read that overflowed

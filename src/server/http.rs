@@ -71,6 +71,7 @@ pub async fn serve(
         let _ = stream.write_all(&out).await;
     } else {
         let max_value = node.config.max_value;
+        let node_header_timeout = node.config.header_timeout;
         let now = Instant::now();
         let mut c = HttpConn {
             decoder: Decoder::new(Limits {
@@ -94,6 +95,7 @@ pub async fn serve(
             draining: 0,
             last_read: now,
             request_started: now,
+            header_timeout: node_header_timeout,
         };
         let _ = driver::drive(
             &mut stream,
@@ -158,6 +160,9 @@ struct HttpConn {
     last_read: Instant,
     /// When the first byte of the request being received arrived.
     request_started: Instant,
+    /// --header-timeout: a request head must be complete this long after
+    /// its first byte, and a body may not go this long without a byte.
+    header_timeout: std::time::Duration,
 }
 
 impl Session for HttpConn {
@@ -175,13 +180,28 @@ impl Session for HttpConn {
         self.eof = true;
     }
 
-    fn on_wake(&mut self, _room: Room, _now: Instant) {
+    fn on_wake(&mut self, _room: Room, now: Instant) {
         let mut replies = std::mem::take(&mut self.replies);
         self.mailbox.drain_into(&mut replies);
         for (tag, reply) in replies.drain(..) {
             self.on_reply(tag, reply);
         }
         self.replies = replies;
+        if self.next_deadline().is_some_and(|d| d <= now) && !self.closing {
+            self.shard.record_guard(Guard::HeaderTimeout, 1);
+            let what = if self.decoder.is_between_requests() {
+                "request head not completed within --header-timeout"
+            } else {
+                "request body stalled for --header-timeout"
+            };
+            let r = Response::new(408, what);
+            self.respond(metrics::Method::Other, self.request_started, |out, _| {
+                r.encode(out, false, false);
+                408
+            });
+            self.closing = true;
+            self.eof = true;
+        }
     }
 
     fn on_idle(&mut self) {
@@ -224,7 +244,13 @@ impl Session for HttpConn {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        None
+        if self.closing || self.eof || !self.partial() {
+            None
+        } else if self.decoder.is_between_requests() {
+            Some(self.request_started + self.header_timeout)
+        } else {
+            Some(self.last_read + self.header_timeout)
+        }
     }
 
     fn busy(&self) -> bool {

@@ -59,6 +59,7 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     pub max_connections: u32,
     pub idle_timeout: Duration,
+    pub header_timeout: Duration,
     /// --conn-buffer, resolved.
     pub conn_buffer: u64,
     /// --node-buffer, resolved.
@@ -93,6 +94,7 @@ impl NodeConfig {
             node_id: args.node_id.clone(),
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
+            header_timeout: args.header_timeout,
             conn_buffer: args
                 .conn_buffer
                 .0
@@ -239,6 +241,7 @@ impl NodeConfig {
             // The 5-byte gRPC prefix rides in the body too.
             max_body_size: self.max_message().saturating_add(5),
             body_budget: usize::try_from(self.conn_buffer).unwrap_or(usize::MAX),
+            header_timeout: self.header_timeout,
             // Health Watch and reflection: see server/streaming.rs.
             is_streaming: crate::protocol::grpc::is_streaming_path,
             ..ServerSettings::default()

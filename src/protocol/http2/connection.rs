@@ -17,11 +17,12 @@
 //! [`Connection::send_trailers`]. Both share one per-stream send queue for
 //! what flow control holds back.
 
+use super::flood::{Flood, Meters, MAX_CONTINUATIONS, MAX_UNREAD_ACKS, SMALL_WINDOW_UPDATE};
 use super::frame::{self, setting, ErrorCode, Frame, FrameError, HEAD_LEN, MAX_WINDOW, PREFACE};
 use super::hpack::{Decoder, Encoder, HeaderField, HeaderList, HpackError};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What this server advertises and enforces on each connection.
 #[derive(Debug, Clone)]
@@ -44,6 +45,10 @@ pub struct ServerSettings {
     /// a body's announced length buys nothing until its bytes arrive and
     /// many half-sent bodies cannot add up without bound.
     pub body_budget: usize,
+    /// How long the client may take to send its preface and SETTINGS, and
+    /// to finish a header block once begun (a CONTINUATION that never
+    /// comes). See [`Connection::deadline`].
+    pub header_timeout: Duration,
     /// Decides from a request's `:path`, when its HEADERS arrive, whether
     /// the stream is streaming (events per DATA frame) or unary (one event
     /// with the whole body). A plain function so the check costs a call.
@@ -66,6 +71,7 @@ impl Default for ServerSettings {
             header_table_size: 4096,
             max_body_size: (4 << 20) + 64 * 1024,
             body_budget: 2 * ((4 << 20) + 64 * 1024),
+            header_timeout: Duration::from_secs(10),
             is_streaming: no_streaming,
         }
     }
@@ -88,6 +94,10 @@ pub enum Event {
     /// [`Connection::request_headers`] until it completes, so the
     /// application can start the call's deadline from its HEADERS.
     RequestStarted { stream_id: u32, opened_at: Instant },
+    /// A request's header list decoded to more than MAX_HEADER_LIST_SIZE
+    /// (an HPACK bomb, or just too many headers): the stream was reset
+    /// (PROTOCOL_ERROR), the connection goes on.
+    HeadersTooLarge { stream_id: u32 },
     /// A new stream was refused (RST_STREAM REFUSED_STREAM): its body
     /// would have passed [`ServerSettings::body_budget`]. Nothing of it
     /// reached the application.
@@ -117,6 +127,8 @@ pub enum Event {
 pub struct ConnectionError {
     pub code: ErrorCode,
     pub reason: String,
+    /// Set when the client flooded (the code is then ENHANCE_YOUR_CALM).
+    pub flood: Option<Flood>,
 }
 
 /// A response header set kept for later, when flow control holds back the
@@ -196,6 +208,9 @@ struct PartialBlock {
     stream_id: u32,
     end_stream: bool,
     buf: BytesMut,
+    /// CONTINUATION frames so far, and when the HEADERS came.
+    continuations: usize,
+    started: Instant,
 }
 
 #[derive(Debug)]
@@ -228,6 +243,12 @@ pub struct Connection {
     held: Held,
     /// Unary streams opened in the current `recv` call.
     opened: Vec<u32>,
+    meters: Meters,
+    /// PING and SETTINGS ACKs queued since the output was last written.
+    unread_acks: usize,
+    /// When the connection was made: the preface and SETTINGS are due by
+    /// `header_timeout` after it.
+    created: Instant,
     scratch: BytesMut,
     trash: HeaderList,
     /// The time passed to the current `recv` call.
@@ -279,6 +300,7 @@ impl Connection {
     /// A new connection with our SETTINGS (and connection window raise)
     /// already queued in the output.
     pub fn new(settings: ServerSettings) -> Self {
+        let now = Instant::now();
         let mut output = BytesMut::with_capacity(16 << 10);
         frame::settings(
             &mut output,
@@ -318,9 +340,12 @@ impl Connection {
             buffered: 0,
             held: Held::default(),
             opened: Vec::new(),
+            meters: Meters::new(now),
+            unread_acks: 0,
+            created: now,
             scratch: BytesMut::new(),
             trash: HeaderList::new(),
-            now: Instant::now(),
+            now,
             settings,
         }
     }
@@ -458,7 +483,77 @@ impl Connection {
             );
             self.phase = Phase::Failed;
         }
-        ConnectionError { code, reason }
+        ConnectionError {
+            code,
+            reason,
+            flood: None,
+        }
+    }
+
+    /// Ends the connection of a client that flooded `kind`.
+    fn flooded(&mut self, kind: Flood) -> ConnectionError {
+        let reason = format!("too many {}", kind.label().replace('_', " "));
+        ConnectionError {
+            flood: Some(kind),
+            ..self.fail(ErrorCode::EnhanceYourCalm, reason)
+        }
+    }
+
+    /// Spends a token of `kind`; the connection error once there is none.
+    fn meter(&mut self, kind: Flood) -> Result<(), ConnectionError> {
+        if self.meters.spend(kind, self.now) {
+            Ok(())
+        } else {
+            Err(self.flooded(kind))
+        }
+    }
+
+    /// Counts an ACK queued in the output; a client that lets too many
+    /// pile up unread is ended.
+    fn queue_ack(&mut self) -> Result<(), ConnectionError> {
+        self.unread_acks += 1;
+        if self.unread_acks > MAX_UNREAD_ACKS {
+            return Err(self.flooded(Flood::UnreadAcks));
+        }
+        Ok(())
+    }
+
+    /// The output was written: clear it.
+    pub fn output_written(&mut self) {
+        self.output.clear();
+        self.unread_acks = 0;
+    }
+
+    /// When the client must have finished what it started: its preface
+    /// and SETTINGS, or a header block (HEADERS without END_HEADERS).
+    pub fn deadline(&self) -> Option<Instant> {
+        let t = self.settings.header_timeout;
+        match (&self.phase, &self.partial) {
+            (Phase::Preface | Phase::FirstSettings, _) => Some(self.created + t),
+            (Phase::Open, Some(p)) => Some(p.started + t),
+            _ => None,
+        }
+    }
+
+    /// Ends the connection if [`Connection::deadline`] has passed by `now`
+    /// (GOAWAY PROTOCOL_ERROR: a header block cannot be abandoned without
+    /// losing HPACK state, so a stalled one ends the connection).
+    pub fn expire(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        if self.deadline().is_none_or(|d| d > now) {
+            return Ok(());
+        }
+        let secs = self.settings.header_timeout.as_secs_f64();
+        Err(if self.partial.is_some() {
+            self.fail(
+                ErrorCode::ProtocolError,
+                format!("header block not completed within {secs} s"),
+            )
+        } else {
+            self.fail(
+                ErrorCode::ProtocolError,
+                format!("connection preface and SETTINGS not received within {secs} s"),
+            )
+        })
     }
 
     /// Consumes every complete frame in `input` (a partial frame stays).
@@ -576,6 +671,9 @@ impl Connection {
                 depends_on,
                 block,
             } => {
+                if block.is_empty() {
+                    self.meter(Flood::EmptyFrames)?;
+                }
                 if depends_on == Some(stream_id) {
                     self.reset_stream(stream_id, ErrorCode::ProtocolError, events);
                 }
@@ -591,6 +689,8 @@ impl Connection {
                         stream_id,
                         end_stream,
                         buf,
+                        continuations: 0,
+                        started: self.now,
                     });
                     Ok(())
                 }
@@ -603,6 +703,13 @@ impl Connection {
                 let Some(mut p) = self.partial.take() else {
                     return Err(self.fail(ErrorCode::ProtocolError, "CONTINUATION without HEADERS"));
                 };
+                p.continuations += 1;
+                if p.continuations > MAX_CONTINUATIONS {
+                    return Err(self.flooded(Flood::Continuations));
+                }
+                if block.is_empty() {
+                    self.meter(Flood::EmptyFrames)?;
+                }
                 if p.buf.len() + block.len() > block_limit(&self.settings) {
                     return Err(self.fail(ErrorCode::EnhanceYourCalm, "header block too large"));
                 }
@@ -631,13 +738,16 @@ impl Connection {
                     if s.announced {
                         events.push(Event::Reset { stream_id, code });
                     }
+                    self.meter(Flood::Resets)?;
                 }
                 Ok(())
             }
             Frame::Settings { ack, params } => {
                 if !ack {
+                    self.meter(Flood::Settings)?;
                     self.apply_settings(&params)?;
                     frame::settings_ack(&mut self.output);
+                    self.queue_ack()?;
                     self.flush_blocked();
                 }
                 Ok(())
@@ -648,6 +758,7 @@ impl Connection {
             Frame::Ping { ack, payload } => {
                 if !ack {
                     frame::ping_ack(&mut self.output, payload);
+                    self.queue_ack()?;
                 } else if self.draining && payload == SHUTDOWN_PING {
                     self.go_away(ErrorCode::RefusedStream, b"server shutting down");
                 }
@@ -690,6 +801,14 @@ impl Connection {
         inc: u32,
         events: &mut Vec<Event>,
     ) -> Result<(), ConnectionError> {
+        let waiting = if stream_id == 0 {
+            !self.blocked.is_empty()
+        } else {
+            self.streams.get(&stream_id).is_some_and(|s| s.queued > 0)
+        };
+        if inc < SMALL_WINDOW_UPDATE && waiting {
+            self.meter(Flood::WindowDribble)?;
+        }
         if stream_id == 0 {
             if inc == 0 {
                 return Err(self.fail(
@@ -736,6 +855,9 @@ impl Connection {
         flow_len: u32,
         events: &mut Vec<Event>,
     ) -> Result<(), ConnectionError> {
+        if flow_len == 0 && !end_stream {
+            self.meter(Flood::EmptyFrames)?;
+        }
         self.recv_window -= i64::from(flow_len);
         if self.recv_window < 0 {
             return Err(self.fail(
@@ -877,6 +999,7 @@ impl Connection {
         self.last_stream_id = stream_id;
         if decoded.is_err() {
             frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);
+            events.push(Event::HeadersTooLarge { stream_id });
             return Ok(());
         }
         if self.goaway_last.is_some_and(|last| stream_id > last) {
@@ -884,7 +1007,7 @@ impl Connection {
         }
         if self.streams.len() >= self.settings.max_concurrent_streams as usize {
             frame::rst_stream(&mut self.output, stream_id, ErrorCode::RefusedStream);
-            return Ok(());
+            return self.meter(Flood::Resets);
         }
         if !valid_request_headers(&headers) {
             frame::rst_stream(&mut self.output, stream_id, ErrorCode::ProtocolError);

@@ -7,9 +7,11 @@
 //!   queues output bytes; the caller owns the socket.
 
 pub mod connection;
+pub mod flood;
 pub mod frame;
 pub mod hpack;
 
 pub use connection::{Connection, ConnectionError, Event, ServerSettings};
+pub use flood::Flood;
 pub use frame::ErrorCode;
 pub use hpack::{HeaderField, HeaderList};
