@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke run of the fuzz targets (docs/fuzzing.md): builds every target
 # with the nightly toolchain and cargo-fuzz, then runs each one on its seed
-# corpus for a short while (FUZZ_SECONDS, default 20, at most 30), one job,
+# corpus for a short while (FUZZ_SECONDS, default 20, at most 30), one process,
 # and fails on any crash, panic, timeout or OOM. The corpus in the repo is
 # not modified: new inputs go to a scratch copy.
 #
@@ -55,7 +55,7 @@ for t in "${TARGETS[@]}"; do
     esac
     echo "==> $t: ${SECONDS_EACH}s on fuzz/corpus/$t"
     if cargo +nightly fuzz run -s none "$t" "$SCRATCH/$t" "$FUZZ_DIR/corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -jobs=1 -workers=1 -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
         -max_len=16384 -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$SCRATCH/artifacts/$t/" >"$SCRATCH/$t.log" 2>&1; then
         grep -E '^stat::number_of_executed_units' "$SCRATCH/$t.log" | sed "s/^/    $t /" || true
