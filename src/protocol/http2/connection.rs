@@ -271,6 +271,9 @@ impl Held {
     fn deliver(&mut self, stream_id: u32, s: &mut Stream, body: Bytes, events: &mut Vec<Event>) {
         if self.paused {
             self.bytes += body.len();
+            // Told of a reset like a delivered stream, whether or not its
+            // HEADERS were announced (which depends on how input was read).
+            s.announced = true;
             s.ready = Some(Bytes::copy_from_slice(&body));
             self.streams.push_back(stream_id);
             return;
