@@ -1,7 +1,9 @@
 //! Criterion benches for one shard's `Store`: get hit and miss, overwrite,
 //! insert into a full store (every insert evicts), delete, and the expiry
-//! sweep; 16-byte keys, 64 B and 4 KiB values, 100k keys. `store_growth`
-//! fills an empty store with 1M keys, table and slab growth included.
+//! sweep; 16-byte keys, 64 B and 4 KiB values, 100k keys. `store_1M_64B`
+//! repeats get, overwrite and evicting insert with 1M keys (the size the
+//! memory figures are measured at). `store_growth` fills an empty store with
+//! 1M keys, table and slab growth included.
 //!
 //! Keys are visited in a fixed pseudo-random order (a prime stride), so the
 //! figures include the cache misses of a working set bigger than L2; the
@@ -49,70 +51,84 @@ fn filled(keys: &[[u8; 16]], value: &[u8], capacity: u64, ttl_ms: u64) -> Store 
 }
 
 fn store_ops(c: &mut Criterion, value_len: usize) {
-    let keys = key_set(b'k', KEYS);
+    store_ops_n(c, &format!("store_{value_len}B"), KEYS, value_len, true);
+}
+
+/// get hit and miss, overwrite and evicting insert on `n_keys` keys; `all` adds
+/// the hot get and the delete.
+fn store_ops_n(c: &mut Criterion, name: &str, n_keys: usize, value_len: usize, all: bool) {
+    let keys = key_set(b'k', n_keys);
     let probe = shuffled(&keys);
     let value = vec![7u8; value_len];
-    let mut g = c.benchmark_group(format!("store_{value_len}B"));
+    let mut g = c.benchmark_group(name);
 
     let mut s = filled(&keys, &value, u64::MAX, 0);
     let mut j = 0;
     g.bench_function("get_hit", |b| {
         b.iter(|| {
-            j = (j + 1) % KEYS;
+            j = (j + 1) % n_keys;
             black_box(s.get(b"", &probe[j], 0).map(<[u8]>::len))
         })
     });
-    g.bench_function("get_hit_hot_1k", |b| {
-        b.iter(|| {
-            j = (j + 1) % HOT;
-            black_box(s.get(b"", &keys[j], 0).map(<[u8]>::len))
-        })
-    });
-    let absent = shuffled(&key_set(b'm', KEYS));
+    if all {
+        g.bench_function("get_hit_hot_1k", |b| {
+            b.iter(|| {
+                j = (j + 1) % HOT;
+                black_box(s.get(b"", &keys[j], 0).map(<[u8]>::len))
+            })
+        });
+    }
+    let absent = shuffled(&key_set(b'm', n_keys));
     g.bench_function("get_miss", |b| {
         b.iter(|| {
-            j = (j + 1) % KEYS;
+            j = (j + 1) % n_keys;
             black_box(s.get(b"", &absent[j], 0).is_some())
         })
     });
     let other = vec![9u8; value_len];
     g.bench_function("set_overwrite", |b| {
         b.iter(|| {
-            j = (j + 1) % KEYS;
+            j = (j + 1) % n_keys;
             black_box(s.set(b"", &probe[j], &other, 0, 0).is_ok())
         })
     });
-    g.bench_function("delete", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = (iters - done).min(KEYS as u64) as usize;
-                let start = Instant::now();
-                for k in &probe[..n] {
-                    black_box(s.delete(b"", k, 0));
+    if all {
+        g.bench_function("delete", |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let n = (iters - done).min(n_keys as u64) as usize;
+                    let start = Instant::now();
+                    for k in &probe[..n] {
+                        black_box(s.delete(b"", k, 0));
+                    }
+                    timed += start.elapsed();
+                    for k in &probe[..n] {
+                        let _ = s.set(b"", k, &value, 0, 0);
+                    }
+                    done += n as u64;
                 }
-                timed += start.elapsed();
-                for k in &probe[..n] {
-                    let _ = s.set(b"", k, &value, 0, 0);
-                }
-                done += n as u64;
-            }
-            timed
-        })
-    });
+                timed
+            })
+        });
+    }
     drop(s);
 
     // Exactly full: each new key evicts the coldest. Inserting `fresh`
     // then `keys` again, in order, makes every insert a new key.
-    let capacity = Store::entry_charge(0, 16, value_len) * KEYS as u64;
+    let capacity = Store::entry_charge(0, 16, value_len) * n_keys as u64;
     let mut full = filled(&keys, &value, capacity, 0);
-    let fresh = key_set(b'n', KEYS);
+    let fresh = key_set(b'n', n_keys);
     let mut n = 0;
     g.bench_function("set_evicting", |b| {
         b.iter(|| {
-            n = (n + 1) % (2 * KEYS);
-            let k = if n < KEYS { &fresh[n] } else { &keys[n - KEYS] };
+            n = (n + 1) % (2 * n_keys);
+            let k = if n < n_keys {
+                &fresh[n]
+            } else {
+                &keys[n - n_keys]
+            };
             black_box(full.set(b"", k, &value, 0, 0).is_ok())
         })
     });
@@ -165,6 +181,7 @@ fn growth(c: &mut Criterion) {
 
 fn bench(c: &mut Criterion) {
     store_ops(c, 64);
+    store_ops_n(c, "store_1M_64B", 1_000_000, 64, false);
     store_ops(c, 4096);
     sweep(c);
     growth(c);

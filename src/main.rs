@@ -5,13 +5,9 @@ use shardcache::config::{self, Action};
 use shardcache::{runtime, server};
 use std::process::ExitCode;
 
-/// mimalloc returns freed pages to the OS within milliseconds, so the
-/// node's RSS comes back down after a burst (glibc's malloc kept hundreds
-/// of MiB of freed connection buffers in its per-thread arenas).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    // Before any thread or large allocation exists (see the function).
+    runtime::configure_allocator();
     let action = match config::load(std::env::args_os().collect(), std::env::vars()) {
         Ok(a) => a,
         // clap prints usage errors to stderr and exits 2 (help/version: 0).

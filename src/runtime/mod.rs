@@ -15,6 +15,66 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Turns transparent huge pages off for this process. With THP the kernel
+/// faulted heap memory in 2 MiB at a time: the idle node was several MiB
+/// larger, each stored item cost ~4 bytes more of RSS (1M items of 64 B:
+/// 109 vs 105 B/item, docs/benchmarks.md) and RSS followed `--memory` less
+/// closely. Redis advises the same for the same reason. The kernel checks
+/// the flag at every fault. Returns whether it took.
+pub fn disable_transparent_huge_pages() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) passes no pointers; it
+    // sets one flag on this process's memory map. Called by `main` (every
+    // test that starts the binary runs it) and by `tests::thp_off` and
+    // `tests::allocator_configured`.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// Blocks this large or larger bypass glibc's heap: each is its own
+/// mapping, unmapped when freed. Connection buffers (up to `--conn-buffer`)
+/// and values near `--max-value` then leave RSS the moment they are freed,
+/// while the store's 64 KiB pages stay in the heap (one mapping each would
+/// run into the kernel's map count on a large `--memory`).
+const MMAP_THRESHOLD: usize = 256 << 10;
+
+/// Sets up the system allocator for a long-lived node, first thing in
+/// `main`: transparent huge pages off and a fixed mmap threshold. glibc
+/// raises its threshold each time a mapped block is freed (up to 32 MiB),
+/// after which megabyte buffers came from the heap and a burst of them
+/// stayed resident in the shards' arenas. Returns whether both took.
+pub fn configure_allocator() -> bool {
+    let thp = disable_transparent_huge_pages();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and only changes glibc malloc's
+    // parameters (MT-Safe per its manual). Called by `main` and by
+    // `tests::allocator_configured`.
+    let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as i32) == 1 };
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let mmap = true;
+    thp && mmap
+}
+
+/// Gives the allocator's free memory back to the kernel, now. glibc keeps
+/// the chunks a program frees for reuse, resident; when a store's entries
+/// of one size give way to another, memory the store gave back would stay
+/// in RSS. `malloc_trim(0)` releases the whole pages inside every arena's
+/// free chunks. It walks the heaps: call it after megabytes were freed, not
+/// per request.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only touches the allocator's
+    // own state, under the arenas' locks (glibc documents it MT-Safe); the
+    // pages it releases are free, so no live allocation is affected.
+    // Exercised by `tests::released_memory_leaves_rss`.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The CPUs this process may run on (its affinity mask, as `taskset` sets
 /// it), read from /proc so that no unsafe `sched_getaffinity` is needed.
 pub fn allowed_cpus() -> Vec<usize> {
@@ -148,22 +208,16 @@ pub async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// Makes the calling thread's allocator heap take back the blocks other
-/// threads freed into it and return empty pages to the OS.
-///
-/// A value copied on one shard for a request of another is freed by the
-/// asking shard: mimalloc (the binary's allocator) parks such frees on the
-/// allocating thread's heap until that thread next allocates the same
-/// size, so after a burst of large replies hundreds of MiB could stay
-/// resident. Each shard calls this now and then from its housekeeping. In
-/// a program that embeds the node with another allocator it does nothing
-/// harmful: mimalloc's own heap is then empty.
+/// Returns the allocator's free pages to the OS; each shard calls it once
+/// a second from its housekeeping. The store frees whole 64 KiB pages as it
+/// evicts and shrinks, and a burst of requests frees buffers on a shard
+/// other than the one that allocated them (a value copied for another
+/// shard's request); without a trim those pages stay resident in glibc's
+/// arenas and RSS drifts above `--memory` (1.58x in benches/memory_budget.py
+/// before, at most 1.09x with it). A trim over a settled heap costs tens
+/// of microseconds.
 pub fn collect_freed_memory() {
-    // SAFETY: mi_collect takes no pointers and may be called at any time
-    // from any thread (it only walks the calling thread's own heap and
-    // the abandoned segments). Exercised by `tests::collect_is_callable`
-    // and by every node's housekeeping (tests/abuse.rs measures its effect).
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    release_free_memory()
 }
 
 /// A listening socket with SO_REUSEPORT: every shard binds the same address
@@ -329,11 +383,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collect_is_callable() {
-        let v = vec![0u8; 1 << 20];
-        let t = std::thread::spawn(move || drop(v));
-        t.join().unwrap();
-        collect_freed_memory();
+    fn thp_off() {
+        assert!(disable_transparent_huge_pages());
+        // The kernel reports the flag back (PR_GET_THP_DISABLE).
+        // SAFETY: no pointers; reads one flag of this process.
+        let on = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(on, 1);
+    }
+
+    /// With the threshold fixed, a block above it stays a mapping of its
+    /// own even after a larger mapped block was freed (glibc's dynamic
+    /// threshold would have risen to 4 MiB and served it from the heap).
+    /// A mapped block's data starts 16 bytes into a page; a heap block
+    /// lands there by chance once in 256.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn allocator_configured() {
+        assert!(configure_allocator());
+        drop(std::hint::black_box(vec![1u8; 4 << 20]));
+        let big = std::hint::black_box(vec![2u8; MMAP_THRESHOLD * 2]);
+        assert_eq!(big.as_ptr() as usize % 4096, 16, "not a mapping of its own");
         collect_freed_memory();
     }
 
@@ -344,5 +413,30 @@ mod tests {
         assert_eq!(parse_cpu_list("3-1"), Vec::<usize>::new());
         assert_eq!(parse_cpu_list("x"), Vec::<usize>::new());
         assert!(!allowed_cpus().is_empty());
+    }
+
+    fn resident() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        Some(kib.split_whitespace().next()?.parse::<u64>().ok()? * 1024)
+    }
+
+    /// 64 MiB in heap-sized blocks, freed but for the last (which keeps
+    /// the heap's top from being trimmed by `free` itself): only
+    /// `release_free_memory` gives the freed pages back.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn released_memory_leaves_rss() {
+        let mut blocks: Vec<Vec<u8>> = (0..1024).map(|i| vec![i as u8; 64 << 10]).collect();
+        let last = blocks.pop();
+        let Some(full) = resident() else { return };
+        drop(blocks);
+        release_free_memory();
+        let trimmed = resident().unwrap_or(full);
+        assert!(
+            full.saturating_sub(trimmed) >= 32 << 20,
+            "RSS {full} -> {trimmed} after freeing 64 MiB"
+        );
+        drop(last);
     }
 }

@@ -33,7 +33,7 @@ use crate::groups::{Groups, NegativeCache, SingleFlight};
 use crate::metrics::{self, Interface, PeerError, ReplyStatus, ShardMetrics, ShardSnapshot};
 use crate::protocol::grpc::Status;
 use crate::protocol::CacheOp;
-use crate::runtime::MeshSender;
+use crate::runtime::{self, MeshSender};
 use crate::store::{SetError, Store, StoreStats};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -177,6 +177,13 @@ pub struct ShardCounters {
 /// read often gets in after a few reads, a key read once rarely does.
 const HOT_ADMIT_ONE_IN: u64 = 8;
 
+/// The sweep asks the allocator to give free memory back to the kernel
+/// once the stores have freed this much since the last time (pages and
+/// blocks of entries gone): often enough that RSS follows the budget when
+/// value sizes shift, rarely enough that the walk of the heap it costs
+/// stays off the data path's budget (at most one per sweep tick).
+const RELEASE_AFTER_BYTES: u64 = 4 << 20;
+
 /// The state of one shard, shared by the tasks of its executor.
 pub struct Shard {
     id: usize,
@@ -210,6 +217,9 @@ pub struct Shard {
     purge_left: Cell<usize>,
     /// The ring's other members.
     others: RefCell<Rc<[SocketAddr]>>,
+    /// The stores' `released_bytes` when the allocator last gave free
+    /// memory back to the kernel.
+    released_seen: Cell<u64>,
 }
 
 fn others_of(ring: &Ring, me: SocketAddr) -> Rc<[SocketAddr]> {
@@ -247,6 +257,7 @@ impl Shard {
             ring: RefCell::new(settings.ring),
             rings: settings.rings,
             purge_left: Cell::new(0),
+            released_seen: Cell::new(0),
         }
     }
 
@@ -509,6 +520,12 @@ impl Shard {
             self.store.borrow_mut().sweep_expired(now, max_visits);
         }
         self.with_hot(|h| h.sweep_expired(now, max_visits / 4 + 1));
+        let released = self.store.borrow().released_bytes()
+            + self.with_hot(|h| h.released_bytes()).unwrap_or(0);
+        if released - self.released_seen.get() >= RELEASE_AFTER_BYTES {
+            self.released_seen.set(released);
+            runtime::release_free_memory();
+        }
     }
 }
 

@@ -595,3 +595,128 @@ fn resident_memory_tracks_charges() {
         );
     }
 }
+
+#[test]
+fn expiry_base_moves_and_far_expiries_stay_exact() {
+    let mut s = Store::new(1 << 20);
+    let base_move = REBASE_AFTER;
+    // Fits the 32-bit field from base 0; beyond it (~49.7 days): far.
+    s.set(b"", b"near", b"v", base_move + 1000, 0).unwrap();
+    s.set(b"", b"soon", b"v", base_move + 5, 0).unwrap();
+    s.set(b"", b"far", b"v", 5_000_000_000, 0).unwrap();
+    s.set(b"", b"never", b"v", 0, 0).unwrap();
+    let before = s.stats().bytes;
+    assert_eq!(s.far.len(), 1);
+    assert_eq!(
+        before,
+        3 * charge(b"", b"near", 1) + charge(b"", b"far", 1) + charge::FAR_BYTES
+    );
+    s.lru_order();
+    // The first sweep past 2^31 ms visits everything once: `soon` has
+    // expired, `far` now fits the field relative to the new base.
+    assert_eq!(s.sweep_expired(base_move + 10, 1), 1);
+    assert_eq!(s.base, base_move + 10);
+    assert!(s.far.is_empty());
+    assert_eq!(s.stats().bytes, 3 * charge(b"", b"near", 1));
+    s.lru_order();
+    assert!(s.get(b"", b"near", base_move + 999).is_some());
+    assert!(s.get(b"", b"near", base_move + 1000).is_none());
+    assert!(s.get(b"", b"far", 4_999_999_999).is_some());
+    assert!(s.get(b"", b"far", 5_000_000_000).is_none());
+    assert!(s.get(b"", b"never", u64::MAX).is_some());
+    assert_eq!(s.stats().expirations, 3);
+    // An overwrite that drops a far expiry gives its bytes back.
+    s.set(b"", b"x", b"v", u64::MAX, 0).unwrap();
+    assert_eq!(s.far.len(), 1);
+    s.set(b"", b"x", b"v", 10, base_move + 20).unwrap();
+    assert!(s.far.is_empty());
+    assert_eq!(s.stats().bytes, 2 * charge(b"", b"x", 1));
+    s.lru_order();
+}
+
+#[test]
+fn pages_of_an_old_size_are_given_back_when_the_mix_shifts() {
+    // 2 MiB of budget: 32 pages' worth.
+    let cap = 2 << 20;
+    let mut s = Store::new(cap);
+    let mut n = 0u64;
+    let mut fill = |s: &mut Store, len: usize, bytes: u64| {
+        let v = vec![1u8; len];
+        let mut written = 0;
+        while written < bytes {
+            s.set(b"", &n.to_le_bytes(), &v, 0, 0).unwrap();
+            n += 1;
+            written += len as u64;
+        }
+    };
+    fill(&mut s, 50, 3 * cap);
+    let held = s.slab.bytes() as u64;
+    assert!(held <= cap + slab::PAGE_BYTES as u64, "{held}");
+    // Another class entirely, then large blocks: the 80-byte chunks'
+    // pages all go, and what is held stays within the budget plus one
+    // page per class in use.
+    fill(&mut s, 700, 3 * cap);
+    let held = s.slab.bytes() as u64;
+    assert!(held <= cap + 2 * slab::PAGE_BYTES as u64, "{held}");
+    fill(&mut s, 3000, 3 * cap);
+    assert!(s.slab.bytes() as u64 <= cap, "{}", s.slab.bytes());
+    assert_eq!(s.slab.live_ids().count(), s.len());
+    s.lru_order();
+    // Every chunk page went back: only blocks are held.
+    assert_eq!(s.slots(), s.slab.live_ids().count());
+}
+
+#[test]
+fn the_sweep_gives_memory_back() {
+    let mut s = Store::new(64 << 20);
+    for i in 0..20_000u32 {
+        let len = if i % 10 == 0 { 5000 } else { 60 };
+        s.set(b"", &i.to_le_bytes(), &vec![0; len], 5, 0).unwrap();
+    }
+    assert!(s.slab.bytes() > 10 << 20);
+    let mut reclaimed = 0;
+    while reclaimed < 20_000 {
+        let r = s.sweep_expired(10, 4096);
+        assert!(r > 0, "a lap of the sweep reclaims");
+        reclaimed += r;
+    }
+    assert_eq!((s.slab.bytes(), s.stats().bytes, s.len()), (0, 0, 0));
+    s.lru_order();
+}
+
+#[test]
+fn entries_stay_where_they_were_written() {
+    let mut s = Store::new(1 << 30);
+    let keys: Vec<[u8; 4]> = (0..200u32).map(|i| i.to_le_bytes()).collect();
+    let mut at = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let len = if i % 3 == 0 { 3000 } else { 50 };
+        s.set(b"", k, &vec![i as u8; len], 0, 0).unwrap();
+    }
+    for k in &keys {
+        at.push(s.get(b"", k, 0).unwrap().as_ptr());
+    }
+    // Large values in and out, overwrites of other sizes, small entries
+    // filling new pages: nothing written before moves.
+    let big = vec![9u8; 4 << 20];
+    for i in 0..40u32 {
+        s.set(b"big", &i.to_le_bytes(), &big, 0, 0).unwrap();
+        s.set(
+            b"big",
+            &(i / 2).to_le_bytes(),
+            &big[..i as usize * 1000],
+            0,
+            0,
+        )
+        .unwrap();
+        for j in 0..200u32 {
+            s.set(b"small", &(i * 200 + j).to_le_bytes(), b"v", 0, 0)
+                .unwrap();
+        }
+        s.delete(b"big", &i.to_le_bytes(), 0);
+    }
+    for (k, &p) in keys.iter().zip(&at) {
+        assert_eq!(s.get(b"", k, 0).map(<[u8]>::as_ptr), Some(p));
+    }
+    s.lru_order();
+}
