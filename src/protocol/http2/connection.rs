@@ -423,8 +423,11 @@ impl Connection {
 
     /// Unless paused, delivers held requests (in arrival order) until
     /// `events` holds `max_events`.
+    /// A failed connection delivers nothing more: whether a request completed
+    /// in an earlier read or in the one that failed must not decide whether
+    /// it is served on a connection about to be closed.
     pub fn resume(&mut self, events: &mut Vec<Event>, max_events: usize) {
-        while !self.held.paused && events.len() < max_events {
+        while !self.held.paused && self.phase != Phase::Failed && events.len() < max_events {
             let Some(id) = self.held.streams.pop_front() else {
                 return;
             };
@@ -1408,6 +1411,30 @@ mod tests {
         let mut ev = Vec::new();
         let r = c.recv(input, Instant::now(), &mut ev);
         (ev, r)
+    }
+
+    /// Found by fuzz/h2_connection: a request completed while paused, then a
+    /// connection error in the same read; resuming must not deliver it (had
+    /// the error come in a later read, the connection would never resume).
+    #[test]
+    fn a_failed_connection_resumes_nothing() {
+        let (mut c, mut input) = start(ServerSettings::default());
+        c.set_paused(true);
+        raw(
+            &mut input,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &block("/cache.Cache/Get"),
+        );
+        raw(&mut input, kind::SETTINGS, 0, 7, &[]);
+        let (ev, r) = feed(&mut c, &mut input);
+        assert!(ev.is_empty());
+        assert!(r.is_err() && c.is_closed());
+        c.set_paused(false);
+        let mut ev = Vec::new();
+        c.resume(&mut ev, usize::MAX);
+        assert!(ev.is_empty(), "{ev:?}");
     }
 
     fn goaway_code(c: &mut Connection) -> Option<ErrorCode> {
