@@ -63,7 +63,7 @@ for t in "${TARGETS[@]}"; do
         echo "FAILED: $t (last lines of its log; artifacts below)"
         tail -n 40 "$SCRATCH/$t.log"
         for a in "$SCRATCH/artifacts/$t"/*; do
-            [ -e "$a" ] && { echo "--- $a:"; od -A x -t x1z "$a" | head -n 20; }
+            [ -e "$a" ] && { echo "--- $a:"; od -A x -t x1z "$a" | head -n 20; echo "base64 (whole input):"; base64 -w0 "$a"; echo; }
         done
         failed+=("$t")
     fi
