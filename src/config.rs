@@ -90,9 +90,10 @@ pub struct ServeArgs {
     /// How long an idle shard spins before sleeping in the kernel (e.g.
     /// 50us; 0 disables). Spinning cuts the cost of waking a shard for a
     /// cross-core hand-off from ~70 µs to ~7 µs, paid in CPU while traffic
-    /// is intermittent. `auto`: 100us with several shards, 0 with one
-    /// (nothing to hand off, so the spin would only burn CPU).
-    /// At most 10ms.
+    /// is intermittent. `auto`: with several shards, 100us while a shard is
+    /// busy at least half of the time and none once it is busy less than
+    /// 30 % (re-decided every 50 ms), so a lightly loaded node does not burn
+    /// cores; with one shard, 0 (nothing to hand off). At most 10ms.
     #[arg(long = "spin-before-park", default_value = "auto", value_parser = parse_spin)]
     pub spin_before_park: Spin,
 

@@ -42,7 +42,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// "Not found" answers of groups' sources a shard remembers, at most.
 const NEGATIVE_ENTRIES: usize = 65_536;
 
-/// `--spin-before-park auto` with more than one shard.
+/// `--spin-before-park auto` with more than one shard: the spin of a busy
+/// shard (runtime::SpinGovernor).
 const AUTO_SPIN: Duration = Duration::from_micros(100);
 
 /// Settings every shard applies, fixed at start-up.
@@ -64,7 +65,10 @@ pub struct NodeConfig {
     pub conn_buffer: u64,
     /// --node-buffer, resolved.
     pub node_buffer: u64,
+    /// How long an idle shard spins before it parks: fixed, or at most,
+    /// when `spin_adaptive` (see `runtime::SpinGovernor`).
     pub spin_before_park: Duration,
+    pub spin_adaptive: bool,
     pub shutdown_timeout: Duration,
     /// Longest a forwarded call waits for its owner node without a client deadline.
     pub peer_timeout: Duration,
@@ -108,6 +112,7 @@ impl NodeConfig {
                 Spin::Auto if shards > 1 => AUTO_SPIN,
                 Spin::Auto => Duration::ZERO,
             },
+            spin_adaptive: matches!(args.spin_before_park, Spin::Auto) && shards > 1,
             shutdown_timeout: args.shutdown_timeout,
             peer_timeout: args.peer_timeout,
             advertise: args.advertise,
@@ -464,7 +469,12 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
     for i in 0..shards {
         let cpu = node.config.cpus[i % node.config.cpus.len()];
         let (node, mesh, bound_tx) = (node.clone(), mesh.clone(), bound_tx.clone());
-        let spin = node.config.spin_before_park;
+        // An adaptive spin starts at zero; the shard's housekeeping raises it.
+        let spin = if node.config.spin_adaptive {
+            Duration::ZERO
+        } else {
+            node.config.spin_before_park
+        };
         let ring = ring.clone();
         let ring_rx = rings
             .next()
@@ -747,10 +757,17 @@ async fn housekeeping(
     stops: Vec<Rc<Notify>>,
 ) {
     let mut tick = 0u32;
+    let mut spin = node
+        .config
+        .spin_adaptive
+        .then(|| runtime::SpinGovernor::new(node.config.spin_before_park));
     loop {
         runtime::sleep(HOUSEKEEPING_EVERY).await;
         if let Some(h) = node.heartbeats.get(shard.id()) {
             h.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(g) = spin.as_mut() {
+            g.tick();
         }
         tick = tick.wrapping_add(1);
         if tick % COLLECT_EVERY_TICKS == 0 {
