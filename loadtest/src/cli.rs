@@ -116,6 +116,14 @@ pub struct Args {
     #[arg(long = "give-up", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub give_up: Duration,
 
+    /// How request headers are HPACK-coded. `nghttp2` (default): as nghttp2
+    /// and h2load send them: strings Huffman-coded, `:path` a literal without
+    /// indexing on every request, the rest indexed, a `user-agent`.
+    /// `indexed`: every field indexed and no Huffman, so after the first
+    /// request a block is one byte per field (the cheapest a server can get).
+    #[arg(long = "headers", value_enum, default_value = "nghttp2")]
+    pub headers: HeaderStyle,
+
     /// Seed for key, op and value-size choices (default: time-based).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -127,6 +135,13 @@ pub struct Args {
     /// Never draw the live progress line (it is drawn only on a terminal anyway).
     #[arg(long = "no-progress")]
     pub no_progress: bool,
+}
+
+/// See `Args::headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeaderStyle {
+    Nghttp2,
+    Indexed,
 }
 
 /// Inclusive range of value sizes.

@@ -12,7 +12,7 @@
 //! A lost connection fails its in-flight requests with a transport error
 //! and is re-established with exponential backoff for the rest of the run.
 
-use crate::cli::Args;
+use crate::cli::{Args, HeaderStyle};
 use crate::grpc::{self, Call, Op};
 use crate::h2::{frame, ClientConn, StreamEnd};
 use crate::progress::{Live, LiveBuf, PHASE_RUN};
@@ -41,6 +41,9 @@ const PRELOAD_GRACE: Duration = Duration::from_secs(10);
 const BUSY_POLL_RATE: f64 = 20_000.0;
 /// How far ahead a busy-polling connection still yields rather than sleeps.
 const BUSY_POLL_WINDOW_NS: u64 = 2_000_000;
+/// Sent as `user-agent` in the nghttp2 header style.
+const USER_AGENT: &str = concat!("shardcache-loadtest/", env!("CARGO_PKG_VERSION"));
+
 /// One server to load.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -65,6 +68,7 @@ pub struct RunConfig {
     pub give_up: Duration,
     pub preload: bool,
     pub seed: u64,
+    pub headers: HeaderStyle,
     pub workload: Arc<WorkloadSpec>,
 }
 
@@ -103,6 +107,7 @@ impl RunConfig {
             give_up: a.give_up,
             preload: a.preload,
             seed,
+            headers: a.headers,
             workload: Arc::new(WorkloadSpec {
                 keys: KeySampler::new(a.keys, a.zipf)?,
                 key_count: a.keys,
@@ -617,7 +622,7 @@ impl ConnTask {
             stream.set_nodelay(true)?;
             let mut sess = Session {
                 stream,
-                h2: ClientConn::new(),
+                h2: ClientConn::with_huffman(self.cfg.headers == HeaderStyle::Nghttp2),
                 inbuf: BytesMut::with_capacity(READ_CHUNK),
                 completions_at_start,
             };
@@ -886,8 +891,10 @@ impl ConnTask {
         } else {
             grpc::PATH_SET
         };
-        // Every field is indexed: after the first request the whole block
-        // is a handful of one-byte table references.
+        // Indexed fields become one-byte table references after the first
+        // request; nghttp2 (and so h2load) never indexes `:path`, so a
+        // server decodes it, Huffman-coded, on every request.
+        let nghttp2 = self.cfg.headers == HeaderStyle::Nghttp2;
         let fields = [
             HeaderField {
                 name: b":method",
@@ -902,7 +909,7 @@ impl ConnTask {
             HeaderField {
                 name: b":path",
                 value: path,
-                index: true,
+                index: !nghttp2,
             },
             HeaderField {
                 name: b":authority",
@@ -919,7 +926,13 @@ impl ConnTask {
                 value: b"trailers",
                 index: true,
             },
+            HeaderField {
+                name: b"user-agent",
+                value: USER_AGENT.as_bytes(),
+                index: true,
+            },
         ];
+        let fields = if nghttp2 { &fields[..] } else { &fields[..6] };
         sess.h2.send_request(
             &fields,
             Some(op as usize),

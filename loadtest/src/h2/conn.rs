@@ -136,6 +136,13 @@ impl<S: StreamState> Default for ClientConn<S> {
 }
 
 impl<S: StreamState> ClientConn<S> {
+    /// [`ClientConn::new`], with header strings Huffman-coded or not.
+    pub fn with_huffman(huffman: bool) -> Self {
+        let mut c = Self::new();
+        c.enc.set_huffman(huffman);
+        c
+    }
+
     /// A new connection with the preface, our SETTINGS and the connection
     /// window increase already queued for writing.
     pub fn new() -> Self {
@@ -853,6 +860,64 @@ mod tests {
         assert_eq!(out[0].0.kind, frame::PING);
         assert_eq!(out[0].0.flags, frame::FLAG_ACK);
         assert_eq!(out[0].1, b"12345678");
+    }
+
+    /// The nghttp2 style as a server sees it: every request's block carries
+    /// `:path` as a Huffman-coded literal (no raw path bytes, never a
+    /// one-byte reference), and decodes to the fields sent.
+    #[test]
+    fn huffman_blocks_with_a_literal_path_decode_on_every_request() {
+        let mut c = ready_conn(&[]);
+        c.enc.set_huffman(true);
+        let path: &[u8] = b"/cache.Cache/Get";
+        let mut dec = Decoder::new(4096);
+        for tag in 0..3 {
+            let fields = [
+                HeaderField {
+                    name: b":method",
+                    value: b"POST",
+                    index: true,
+                },
+                HeaderField {
+                    name: b":path",
+                    value: path,
+                    index: false,
+                },
+                HeaderField {
+                    name: b"te",
+                    value: b"trailers",
+                    index: true,
+                },
+            ];
+            c.send_request(
+                &fields,
+                Some(0),
+                1,
+                |b| b.put_u8(0),
+                Rec {
+                    tag,
+                    ..Default::default()
+                },
+            );
+            let out = take_out(&mut c);
+            assert_eq!(out[0].0.kind, frame::HEADERS);
+            let block = &out[0].1;
+            assert!(
+                !block.windows(path.len()).any(|w| w == path),
+                "path not Huffman-coded"
+            );
+            // 0x04: literal without indexing, name = static entry 4 (:path);
+            // then a length with the Huffman bit.
+            let at = block
+                .iter()
+                .position(|&b| b == 0x04)
+                .expect(":path literal");
+            assert!(block[at + 1] & 0x80 != 0, "no Huffman bit");
+            let mut list = HeaderList::new();
+            dec.decode(block, 1 << 16, &mut list).unwrap();
+            assert_eq!(list.get(b":path"), Some(path));
+            assert_eq!(list.get(b"te"), Some(&b"trailers"[..]));
+        }
     }
 
     #[test]
