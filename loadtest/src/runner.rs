@@ -934,7 +934,7 @@ impl ConnTask {
         ];
         let fields = if nghttp2 { &fields[..] } else { &fields[..6] };
         sess.h2.send_request(
-            &fields,
+            fields,
             Some(op as usize),
             grpc::framed_len(req),
             |dst| grpc::write_message(req, dst),

@@ -200,9 +200,10 @@ pub struct GrpcSession {
     pending: hashbrown::HashMap<u32, Pending>,
     /// Calls with a deadline whose request body has not all arrived.
     arriving: hashbrown::HashMap<u32, Arriving>,
-    /// Reused buffers: events of one `recv`, replies of one drain, an
-    /// encoded reply, a percent-encoded status message.
+    /// Reused buffers: events of one `recv` (and, below, an encoded reply,
+    /// a percent-encoded status message).
     events: Vec<Event>,
+    /// Answers from other shards not taken yet for lack of room (on_wake).
     replies: Vec<(u32, Reply)>,
     body: Vec<u8>,
     scratch: Vec<u8>,
@@ -240,11 +241,22 @@ impl Session for GrpcSession {
     }
 
     fn on_wake(&mut self, room: Room, now: Instant) {
+        // Answers are taken only while the connection has room: the rest
+        // wait as they are (large values stay counted by the shard's
+        // InTransit bound) until the client reads, instead of all becoming
+        // response bytes at once for a client that reads nothing.
         let mut replies = std::mem::take(&mut self.replies);
         self.mailbox.drain_into(&mut replies);
-        for (tag, reply) in replies.drain(..) {
-            self.on_reply(tag, reply);
+        let mut taken = 0;
+        for (tag, reply) in replies.iter_mut() {
+            if !room.admits(self.held()) {
+                break;
+            }
+            let reply = std::mem::replace(reply, Reply::Delete(false));
+            self.on_reply(*tag, reply);
+            taken += 1;
         }
+        replies.drain(..taken);
         self.replies = replies;
         if self.next_deadline().is_some_and(|d| d <= now) {
             self.expire_deadlines(now);
@@ -321,7 +333,7 @@ impl Session for GrpcSession {
     }
 
     fn backlog(&self) -> bool {
-        self.h2.has_held()
+        self.h2.has_held() || !self.replies.is_empty()
     }
 
     fn is_done(&self) -> bool {
