@@ -8,6 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Before any thread or large allocation exists (see the function).
     runtime::configure_allocator();
+    abort_on_panic();
     let action = match config::load(std::env::args_os().collect(), std::env::vars()) {
         Ok(a) => a,
         // clap prints usage errors to stderr and exits 2 (help/version: 0).
@@ -55,6 +56,23 @@ fn main() -> ExitCode {
 
 /// Logs to stderr; colours only on a terminal; level from --log-level, else
 /// RUST_LOG, else info.
+/// A panic anywhere ends the process. A shard that died alone would leave
+/// a half-alive node: its listener gone from the SO_REUSEPORT group (or
+/// worse, still in it), its keys unanswerable, its peers' hand-offs never
+/// answered, while health checks of the other shards pass. Aborting, with
+/// the panicking thread (`shard-N`, `control`, ...) named, lets the service
+/// manager restart a whole node (dist/systemd: Restart=on-failure).
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("an unnamed thread");
+        eprintln!("shardcache: fatal: {name} panicked; the node aborts (a shard cannot be restarted alone)");
+        report(info);
+        std::process::abort();
+    }));
+}
+
 fn init_logging(level: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;

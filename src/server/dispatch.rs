@@ -140,6 +140,12 @@ pub fn serve_handed_over(
 
 /// A key whose home is this shard and which this node serves (its owner,
 /// or a peer sent it here).
+/// Debug builds only: a Get in this group panics the shard that owns the
+/// key, so that tests/shard_panic.rs can prove a shard's panic ends the
+/// node. Release builds have no such group (it is an ordinary name there).
+#[cfg(debug_assertions)]
+pub const PANIC_GROUP: &str = "shardcache.debug.panic";
+
 fn serve_owned(
     shard: &Rc<Shard>,
     peers: &Rc<Peers>,
@@ -147,6 +153,10 @@ fn serve_owned(
     reply_to: impl FnOnce() -> ReplyTo,
     local: impl FnOnce(Local<'_>),
 ) -> bool {
+    #[cfg(debug_assertions)]
+    if matches!(&op, CacheOp::Get { group, .. } if group == PANIC_GROUP) {
+        panic!("a Get in {PANIC_GROUP} (debug builds only)");
+    }
     let now = shard.now_ms();
     match op {
         CacheOp::Get { group, key } => {

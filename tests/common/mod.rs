@@ -462,6 +462,20 @@ impl Node {
         s
     }
 
+    /// How the process ended, if it did within `within`.
+    pub fn exit_within(&self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.lock().unwrap().try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Panics (with the server's log) when the process has exited.
     pub fn assert_alive(&self) {
         let status = self.child.lock().unwrap().try_wait().expect("try_wait");
