@@ -9,8 +9,9 @@ binaries first); this file is its driver and uses only the standard library.
 
 Every server runs pinned to CPU 0 (taskset -c 0), every load generator on
 CPU 1, one at a time, each measurement on a freshly started server. The gRPC
-servers (shardcache and tonic-ref) are driven by the same load generator,
-target/release/shardcache-loadtest; Redis by redis-benchmark, memcached by
+servers (shardcache and tonic-ref) are driven by the same load generators,
+target/release/shardcache-loadtest and (part h2load) nghttp2's h2load through
+the shared toolkit; Redis by redis-benchmark, memcached by
 the shared toolkit's mcload. The two gRPC servers alternate point by point
 (A B, B A, ...) so that drift on a shared machine hits both alike; each point
 is measured --reps times and the tables quote medians, and ratios as the
@@ -18,16 +19,20 @@ median of the per-repetition ratios.
 
 Parts (--only takes a comma-separated subset):
   closed   gRPC closed loop: Get/Set x 64 B/4 KiB x 16x16/64x1
-  open     gRPC open loop: a rate sweep of Get 64 B (the plot) and Set 64 B at
-           the fixed rate, latency from scheduled send times
+  h2load   the same shapes (those the shared toolkit has) driven by h2load
+           through ../shared/bench/run.sh: a load generator that is not ours
+  open     gRPC open loop over 64 connections: a rate sweep of Get 64 B (the
+           plots: latency, and server CPU-us per call) and Set 64 B at the
+           fixed rate, latency from scheduled send times
   anchors  Redis (redis-benchmark) and memcached (mcload), same shapes
   instr    instructions per request under valgrind --tool=callgrind
            (or perf stat -e instructions where the PMU allows it)
   memory   resident bytes per item with 1M items (16 B keys, 64 B values)
 
 Output: DIR/results.jsonl (one JSON object per measurement), DIR/report.md
-(the tables), DIR/latency.dat and DIR/latency.png (latency vs throughput).
-A full run (not --quick) also copies the PNG to docs/img/compare-latency.png
+(the tables), DIR/latency.dat, DIR/latency.png (latency vs throughput) and
+DIR/cpu.png (server CPU per call vs throughput).
+A full run (not --quick) also copies the PNGs to docs/img/compare-*.png
 and results.jsonl to docs/data/compare-results.jsonl, and replaces the
 generated part of docs/benchmarks.md (between the `compare:begin` and
 `compare:end` markers), unless --no-docs. --quick writes to
@@ -80,7 +85,10 @@ MCLOAD = Path(os.environ.get("MCLOAD", SHARED / "target" / "release" / "mcload")
 KEY_SIZE = 16
 # Distinct keys of the throughput scenarios (all preloaded, so every Get hits).
 KEYS = 10_000
-OPEN_CONNS = 16
+OPEN_CONNS = 64
+# The closed-loop shapes the shared toolkit's run.sh knows (for the h2load part).
+H2LOAD_SHAPES = {"get_64B_c16m16", "get_64B_c64m1", "set_64B_c16m16", "set_64B_c64m1",
+                 "get_4KiB_c16m16", "get_4KiB_c64m1"}
 
 # name -> (op, value bytes, connections, in flight per connection)
 CLOSED = [
@@ -358,6 +366,48 @@ class Compare:
         if self.a.quick:
             pts = [p for p in pts if p[0] in ("get_64B_c16m16", "set_4KiB_c64m1")]
         self.interleaved(pts, "closed")
+
+    # -- the same closed-loop shapes with h2load (the shared toolkit)
+    def h2load_point(self, server: str, scenario: str, rep: int) -> dict:
+        binary = SHARDCACHE if server == "shardcache" else TONIC_REF
+        cmd = f"{binary} serve --listen 127.0.0.1:{{port}} --shards {{shards}} --memory {{memory}} " \
+              f"--max-value {{max_value}}"
+        p = subprocess.run([str(SHARED / "run.sh"), server, cmd, "--kind", "grpc", "--duration",
+                            f"{self.duration:g}", "--only", scenario], capture_output=True, text=True,
+                           timeout=self.duration * 4 + 180, cwd=ROOT,
+                           env={**os.environ, "BENCH_SERVER_CPU": SERVER_CPU, "BENCH_LOAD_CPU": LOAD_CPU})
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+        if p.returncode != 0 or not lines:
+            raise Failure(f"run.sh {server} {scenario} exited {p.returncode}: {p.stderr[-1500:]}")
+        j = json.loads(lines[-1])
+        cpu, load = j["server_cpu_util"], j["load_cpu_util"]
+        row = {
+            "part": "h2load", "server": server, "scenario": scenario, "tool": "h2load", "rep": rep,
+            "c": j["c"], "m": j["m"], "ops_per_s": j["ops_per_s"], "p50_us": j["p50_us"],
+            "p99_us": j["p99_us"], "errors": j["errors"], "server_cpu": cpu, "load_cpu": load,
+            # Not measured: run.sh's warm-up and preload, unseen from here,
+            # would read as other processes' CPU.
+            "other_cpu": None,
+            "ops_per_server_cpu_s": round(j["ops_per_s"] / cpu) if cpu else None,
+        }
+        self.record(row, write=False)
+        log(f"h2load {server:10} {scenario:18} rep {rep}: {row['ops_per_s']:>10,.0f} ops/s  p99 {row['p99_us']} us  "
+            f"errors {row['errors']}  server CPU {cpu}  load CPU {load}")
+        if row["errors"]:
+            raise Failure(f"h2load {server} {scenario}: {row['errors']} errors: {j}")
+        return row
+
+    def h2load(self):
+        if not (SHARED / "run.sh").exists():
+            raise Failure(f"{SHARED / 'run.sh'} not found: the h2load part needs the shared toolkit")
+        names = [n for n, *_ in CLOSED if n in H2LOAD_SHAPES]
+        if self.a.quick:
+            names = [n for n in names if n in ("get_64B_c16m16", "get_64B_c64m1")]
+        for scenario in names:
+            for rep in range(self.a.reps):
+                order = GRPC_SERVERS if rep % 2 == 0 else GRPC_SERVERS[::-1]
+                for server in order:
+                    self.measured(self.h2load_point, server, scenario, rep)
 
     def open(self):
         pts = [(f"get_64B_r{int(r)}", "get", 64, OPEN_CONNS, None, r) for r in self.a.rates]
@@ -711,8 +761,8 @@ class Report:
                 f"cores, max {xs[-1]:.2f}, above {DISTURBED_CORES} in {busy}; {redone} disturbed run(s) were "
                 f"measured again, {self.a.waited:.0f} s spent waiting for a quiet machine")
 
-    def closed_table(self) -> str:
-        sc = self.scenarios("closed")
+    def closed_table(self, part: str = "closed") -> str:
+        sc = self.scenarios(part)
         if not sc:
             return ""
         o = ["| scenario | shardcache ops/s | tonic-ref ops/s | ratio | shardcache p50 / p99 µs | "
@@ -721,19 +771,19 @@ class Report:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in sc:
             def g(srv, k):
-                return self.med("closed", srv, s, k)
+                return self.med(part, srv, s, k)
 
             def sp(srv):
-                return spread([r["ops_per_s"] for r in self.sel("closed", srv, s)])
+                return spread([r["ops_per_s"] for r in self.sel(part, srv, s)])
             o.append(
                 f"| {s} | {fmt(g('shardcache', 'ops_per_s'))} {sp('shardcache')} | "
                 f"{fmt(g('tonic-ref', 'ops_per_s'))} {sp('tonic-ref')} | "
-                f"**{fmt(self.pair_ratio('closed', s, 'ops_per_s'), '×')}** | "
+                f"**{fmt(self.pair_ratio(part, s, 'ops_per_s'), '×')}** | "
                 f"{fmt(g('shardcache', 'p50_us'))} / {fmt(g('shardcache', 'p99_us'))} | "
                 f"{fmt(g('tonic-ref', 'p50_us'))} / {fmt(g('tonic-ref', 'p99_us'))} | "
                 f"{fmt(g('shardcache', 'server_cpu'))} / {fmt(g('tonic-ref', 'server_cpu'))} | "
                 f"{fmt(g('shardcache', 'ops_per_server_cpu_s'))} / {fmt(g('tonic-ref', 'ops_per_server_cpu_s'))} | "
-                f"{fmt(self.pair_ratio('closed', s, 'ops_per_server_cpu_s'), '×')} | "
+                f"{fmt(self.pair_ratio(part, s, 'ops_per_server_cpu_s'), '×')} | "
                 f"{fmt(g('shardcache', 'load_cpu'))} / {fmt(g('tonic-ref', 'load_cpu'))} |")
         return "\n".join(o) + "\n"
 
@@ -742,8 +792,8 @@ class Report:
         if not sc:
             return ""
         o = ["| scenario | server | target rate | achieved ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | "
-             "unanswered | server CPU |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "unanswered | server CPU | server CPU-µs per call |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in sc:
             for srv in GRPC_SERVERS:
                 rs = self.sel("open", srv, s)
@@ -754,7 +804,8 @@ class Report:
                     return self.med("open", srv, s, k)
                 o.append(f"| {s} | {srv} | {fmt(rs[0]['rate'])} | {fmt(g('ops_per_s'))} | {fmt(g('p50_us'))} | "
                          f"{fmt(g('p90_us'))} | {fmt(g('p99_us'))} | {fmt(g('p999_us'))} | {fmt(g('max_us'))} | "
-                         f"{fmt(g('errors'))} | {fmt(g('server_cpu'))} |")
+                         f"{fmt(g('errors'))} | {fmt(g('server_cpu'))} | "
+                         f"{fmt(median([r['server_cpu'] / r['ops_per_s'] * 1e6 for r in rs if r['ops_per_s']]))} |")
         return "\n".join(o) + "\n"
 
     def anchors_table(self) -> str:
@@ -856,10 +907,47 @@ plot '{dat}' using ($2/1000):($3/1000) with linespoints lw 2 pt 7 lc rgb '#1f77b
             raise Failure(f"gnuplot failed: {p.stderr}")
         return png
 
-    def markdown(self, png_ref: str | None) -> str:
+    def plot_cpu(self, out: Path) -> Path | None:
+        """Server CPU-µs per call against achieved throughput, open loop."""
+        rs = [r for r in self.sel("open") if r["scenario"].startswith("get_64B_r")]
+        if not rs:
+            return None
+        lines = ["# rate  sc_ops sc_cpu_us_per_call  tr_ops tr_cpu_us_per_call   (medians)"]
+        for rate in sorted({r["rate"] for r in rs}):
+            cols = [f"{rate:.0f}"]
+            for srv in GRPC_SERVERS:
+                x = [r for r in rs if r["server"] == srv and r["rate"] == rate and r["ops_per_s"]]
+                ops = median([r["ops_per_s"] for r in x])
+                per = median([r["server_cpu"] / r["ops_per_s"] * 1e6 for r in x])
+                cols += ["NaN" if ops is None else f"{ops:.0f}", "NaN" if per is None else f"{per:.2f}"]
+            lines.append(" ".join(cols))
+        dat = out / "cpu.dat"
+        dat.write_text("\n".join(lines) + "\n")
+        png = out / "cpu.png"
+        i = self.info
+        gp = f"""
+set terminal pngcairo size 900,560 font "DejaVu Sans,10"
+set output '{png}'
+set title "gRPC Get 64 B, open loop, {OPEN_CONNS} connections: server CPU per call\\n{i['date']}, commit {i['commit'].split()[0]}, {i['cpu']}; server on CPU 0, load on CPU 1; medians of {self.a.reps}"
+set xlabel "achieved throughput (thousand requests/s)"
+set ylabel "server CPU per call (µs)"
+set logscale x
+set grid
+set key top right box opaque
+plot '{dat}' using ($2/1000):3 with linespoints lw 2 pt 7 lc rgb '#1f77b4' title 'shardcache', \\
+     '' using ($4/1000):5 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'tonic-ref'
+"""
+        p = subprocess.run(["gnuplot"], input=gp, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise Failure(f"gnuplot failed: {p.stderr}")
+        return png
+
+    def markdown(self, png_ref: str | None, cpu_ref: str | None = None) -> str:
         parts = [self.header()]
         for title, body in [
             ("### gRPC closed loop: shardcache vs tonic-ref, both driven by shardcache-loadtest", self.closed_table()),
+            ("### gRPC closed loop, the same shapes driven by h2load (nghttp2; ../shared/bench/run.sh)",
+             self.closed_table("h2load")),
             (f"### gRPC open loop ({OPEN_CONNS} connections, latency from each request's scheduled send time)",
              self.open_table()),
             ("### Context: Redis and memcached with their own load tools", self.anchors_table()),
@@ -871,6 +959,8 @@ plot '{dat}' using ($2/1000):($3/1000) with linespoints lw 2 pt 7 lc rgb '#1f77b
         if png_ref:
             at = parts.index(self.open_table()) + 1 if self.open_table() in parts else len(parts)
             parts.insert(at, f"![latency vs throughput]({png_ref})\n")
+            if cpu_ref:
+                parts.insert(at + 1, f"![server CPU per call vs throughput]({cpu_ref})\n")
         return "\n".join(parts)
 
 
@@ -878,7 +968,7 @@ plot '{dat}' using ($2/1000):($3/1000) with linespoints lw 2 pt 7 lc rgb '#1f77b
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short smoke run: 1 repetition, short points, few scenarios")
-    ap.add_argument("--only", default="closed,open,anchors,instr,memory")
+    ap.add_argument("--only", default="closed,h2load,open,anchors,instr,memory")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--warmup", type=float)
@@ -926,7 +1016,7 @@ def main() -> int:
     c.write({"part": "meta", "info": info, "parts": parts, "quick": q, "reps": a.reps, "warmup": a.warmup,
              "duration": a.duration, "loadavg_start": a.loadavg_start})
     try:
-        for p in ["closed", "open", "anchors", "instr", "memory"]:
+        for p in ["closed", "h2load", "open", "anchors", "instr", "memory"]:
             if p in parts:
                 log(f"--- {p}")
                 getattr(c, p)()
@@ -942,7 +1032,7 @@ def main() -> int:
     return finish(c.rows, info, a, parts, c.out, c.results_path)
 
 
-KNOWN_PARTS = {"closed", "open", "anchors", "instr", "memory"}
+KNOWN_PARTS = {"closed", "h2load", "open", "anchors", "instr", "memory"}
 
 
 def rerender(path: Path, a) -> int:
@@ -964,18 +1054,23 @@ def finish(rows: list[dict], info: dict, a, parts: list[str], out: Path, results
     q = a.quick
     rep = Report(rows, info, a)
     png = rep.plot(out)
+    cpu_png = rep.plot_cpu(out)
     docs = not q and not a.no_docs and set(parts) == KNOWN_PARTS
     png_ref = None
+    cpu_ref = str(cpu_png) if cpu_png else None
     if png and docs:
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(png, ROOT / "docs" / "img" / "compare-latency.png")
         png_ref = "img/compare-latency.png"
+        if cpu_png:
+            shutil.copy(cpu_png, ROOT / "docs" / "img" / "compare-cpu.png")
+            cpu_ref = "img/compare-cpu.png"
     if docs:
         # The raw measurements behind the docs, for audit and --from-results.
         (ROOT / "docs" / "data").mkdir(parents=True, exist_ok=True)
         if results.resolve() != (ROOT / "docs" / "data" / "compare-results.jsonl").resolve():
             shutil.copy(results, ROOT / "docs" / "data" / "compare-results.jsonl")
-    md = rep.markdown(png_ref or (str(png) if png else None))
+    md = rep.markdown(png_ref or (str(png) if png else None), cpu_ref)
     (out / "report.md").write_text(md)
     log(f"wrote {out / 'report.md'}" + (f", {png}" if png else ""))
     if docs:

@@ -33,7 +33,7 @@ die() { echo "compare.sh: $*" >&2; exit 1; }
 declare -A PKG=(
   [taskset]=util-linux [python3]=python3 [gnuplot]=gnuplot-nox
   [redis-server]=redis-server [redis-cli]=redis-tools [redis-benchmark]=redis-tools
-  [memcached]=memcached [valgrind]=valgrind [git]=git
+  [memcached]=memcached [valgrind]=valgrind [git]=git [h2load]=nghttp2-client
 )
 missing=()
 for cmd in "${!PKG[@]}"; do
