@@ -393,8 +393,8 @@ class Compare:
         self.record(row, write=False)
         log(f"h2load {server:10} {scenario:18} rep {rep}: {row['ops_per_s']:>10,.0f} ops/s  p99 {row['p99_us']} us  "
             f"errors {row['errors']}  server CPU {cpu}  load CPU {load}")
-        # run.sh's own count can read -1 (its HTTP tally is done - 2xx, and
-        # h2load counts one request fewer as done); only more than 0 is an error.
+        # run.sh's own count has read -1 (its HTTP tally includes done - 2xx,
+        # which came out negative once); only more than 0 is an error.
         if row["errors"] > 0:
             raise Failure(f"h2load {server} {scenario}: {row['errors']} errors: {j}")
         return row
