@@ -44,6 +44,30 @@ const BUSY_POLL_WINDOW_NS: u64 = 2_000_000;
 /// Sent as `user-agent` in the nghttp2 header style.
 const USER_AGENT: &str = concat!("shardcache-loadtest/", env!("CARGO_PKG_VERSION"));
 
+/// A gRPC request's header fields as `style` codes them, and how many of
+/// the array it sends. Indexed fields become one-byte table references
+/// after the first request; nghttp2 (and so h2load) never indexes `:path`,
+/// so a server decodes it, Huffman-coded, on every request.
+pub fn request_fields<'a>(
+    style: HeaderStyle,
+    path: &'a [u8],
+    authority: &'a [u8],
+) -> ([HeaderField<'a>; 7], usize) {
+    let nghttp2 = style == HeaderStyle::Nghttp2;
+    let field =
+        |name: &'static [u8], value: &'a [u8], index: bool| HeaderField { name, value, index };
+    let fields = [
+        field(b":method", b"POST", true),
+        field(b":scheme", b"http", true),
+        field(b":path", path, !nghttp2),
+        field(b":authority", authority, true),
+        field(b"content-type", b"application/grpc", true),
+        field(b"te", b"trailers", true),
+        field(b"user-agent", USER_AGENT.as_bytes(), true),
+    ];
+    (fields, if nghttp2 { 7 } else { 6 })
+}
+
 /// One server to load.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -891,48 +915,8 @@ impl ConnTask {
         } else {
             grpc::PATH_SET
         };
-        // Indexed fields become one-byte table references after the first
-        // request; nghttp2 (and so h2load) never indexes `:path`, so a
-        // server decodes it, Huffman-coded, on every request.
-        let nghttp2 = self.cfg.headers == HeaderStyle::Nghttp2;
-        let fields = [
-            HeaderField {
-                name: b":method",
-                value: b"POST",
-                index: true,
-            },
-            HeaderField {
-                name: b":scheme",
-                value: b"http",
-                index: true,
-            },
-            HeaderField {
-                name: b":path",
-                value: path,
-                index: !nghttp2,
-            },
-            HeaderField {
-                name: b":authority",
-                value: self.target.authority.as_bytes(),
-                index: true,
-            },
-            HeaderField {
-                name: b"content-type",
-                value: b"application/grpc",
-                index: true,
-            },
-            HeaderField {
-                name: b"te",
-                value: b"trailers",
-                index: true,
-            },
-            HeaderField {
-                name: b"user-agent",
-                value: USER_AGENT.as_bytes(),
-                index: true,
-            },
-        ];
-        let fields = if nghttp2 { &fields[..] } else { &fields[..6] };
+        let (all, n) = request_fields(self.cfg.headers, path, self.target.authority.as_bytes());
+        let fields = &all[..n];
         sess.h2.send_request(
             fields,
             Some(op as usize),

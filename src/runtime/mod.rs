@@ -266,18 +266,6 @@ pub async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// Returns the allocator's free pages to the OS; each shard calls it once
-/// a second from its housekeeping. The store frees whole 64 KiB pages as it
-/// evicts and shrinks, and a burst of requests frees buffers on a shard
-/// other than the one that allocated them (a value copied for another
-/// shard's request); without a trim those pages stay resident in glibc's
-/// arenas and RSS drifts above `--memory` (1.58x in benches/memory_budget.py
-/// before, at most 1.09x with it). A trim over a settled heap costs tens
-/// of microseconds.
-pub fn collect_freed_memory() {
-    release_free_memory()
-}
-
 /// A listening socket with SO_REUSEPORT: every shard binds the same address
 /// and the kernel spreads connections over them.
 pub struct Listener(TcpListener);
@@ -461,7 +449,7 @@ mod tests {
         drop(std::hint::black_box(vec![1u8; 4 << 20]));
         let big = std::hint::black_box(vec![2u8; MMAP_THRESHOLD * 2]);
         assert_eq!(big.as_ptr() as usize % 4096, 16, "not a mapping of its own");
-        collect_freed_memory();
+        release_free_memory();
     }
 
     #[test]

@@ -258,9 +258,11 @@ impl NodeConfig {
 /// is alive (for the systemd watchdog).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(50);
 
-/// Housekeeping ticks between two `runtime::collect_freed_memory` calls
-/// (once a second): memory other shards freed goes back to the OS.
-const COLLECT_EVERY_TICKS: u32 = 20;
+/// Housekeeping ticks between two `runtime::release_free_memory` calls
+/// (once a second): besides the store's pages (trimmed by the sweep as it
+/// frees them), buffers freed here that another shard allocated (a value
+/// copied for this shard's request) stay in glibc's arenas until a trim.
+const TRIM_EVERY_TICKS: u32 = 20;
 
 /// How long a draining shard waits for clients to acknowledge the first
 /// GOAWAY before sending the final one regardless.
@@ -770,8 +772,8 @@ async fn housekeeping(
             g.tick();
         }
         tick = tick.wrapping_add(1);
-        if tick % COLLECT_EVERY_TICKS == 0 {
-            runtime::collect_freed_memory();
+        if tick % TRIM_EVERY_TICKS == 0 {
+            runtime::release_free_memory();
         }
         if let Some(ring) = shard.refresh_ring() {
             let members: Vec<SocketAddr> = ring.members().iter().map(|m| m.addr).collect();

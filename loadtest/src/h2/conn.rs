@@ -862,9 +862,10 @@ mod tests {
         assert_eq!(out[0].1, b"12345678");
     }
 
-    /// The nghttp2 style as a server sees it: every request's block carries
-    /// `:path` as a Huffman-coded literal (no raw path bytes, never a
-    /// one-byte reference), and decodes to the fields sent.
+    /// The runner's nghttp2-style fields as a server sees them: every
+    /// request's block carries `:path` as a Huffman-coded literal (no raw
+    /// path bytes, never a one-byte reference), and decodes to the fields
+    /// sent.
     #[test]
     fn huffman_blocks_with_a_literal_path_decode_on_every_request() {
         let mut c = ready_conn(&[]);
@@ -872,25 +873,14 @@ mod tests {
         let path: &[u8] = b"/cache.Cache/Get";
         let mut dec = Decoder::new(4096);
         for tag in 0..3 {
-            let fields = [
-                HeaderField {
-                    name: b":method",
-                    value: b"POST",
-                    index: true,
-                },
-                HeaderField {
-                    name: b":path",
-                    value: path,
-                    index: false,
-                },
-                HeaderField {
-                    name: b"te",
-                    value: b"trailers",
-                    index: true,
-                },
-            ];
+            let (all, n) = crate::runner::request_fields(
+                crate::cli::HeaderStyle::Nghttp2,
+                path,
+                b"127.0.0.1:7070",
+            );
+            let fields = &all[..n];
             c.send_request(
-                &fields,
+                fields,
                 Some(0),
                 1,
                 |b| b.put_u8(0),
