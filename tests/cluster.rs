@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::cluster::{loopback as addr, ring_of, rt, static_cluster};
+use common::cluster::{loopback as addr, ring_of, rt, static_cluster, wait_members};
 use common::etcd::Etcd;
 use common::{req, set_req, CacheClient, Node, Starting};
 use shardcache::cluster::Ring;
@@ -22,38 +22,6 @@ use tonic::transport::Channel;
 const TTL_S: u64 = 2;
 /// Upper bound of a wait for something that normally takes well under a second.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The members count of the last ring a node logged ("cluster ring: ...
-/// members=N").
-fn logged_members(n: &Node) -> Option<usize> {
-    n.log_tail()
-        .lines()
-        .rfind(|l| l.contains("cluster ring:"))
-        .and_then(|l| l.split("members=").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Waits until every node routes by a ring of `members` nodes (logged by
-/// its control plane, taken up by its shards within 50 ms).
-fn wait_members(nodes: &[&Node], members: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    for n in nodes {
-        while logged_members(n) != Some(members) {
-            assert!(
-                Instant::now() < deadline,
-                "{} never saw a ring of {members} (last: {:?})\n{}",
-                n.node_id,
-                logged_members(n),
-                n.log_tail()
-            );
-            n.assert_alive();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    // Shards poll for new rings every 50 ms.
-    std::thread::sleep(Duration::from_millis(150));
-}
 
 fn etcd_node(etcd: &Etcd, prefix: &str, id: &str, port: u16, ttl_s: u64) -> Starting {
     Node::builder()

@@ -17,8 +17,8 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use shardcache::protocol::peer::{
-    decode_reply, decode_request, encode_invalidate, encode_reply, encode_request, Inbound,
-    PeerReply,
+    decode_reply, decode_request, encode_invalidate, encode_reply, encode_request,
+    encode_ring_request, Inbound, PeerReply,
 };
 use shardcache_fuzz::{chunks, peak_during, Control};
 
@@ -72,6 +72,10 @@ fn check_roundtrip(item: &Item, used: &[u8]) {
             // The id of an invalidation is not kept: compare the rest.
             assert_eq!(enc[..4], used[..4], "invalidate length");
             assert_eq!(enc[8..], used[8..], "invalidate body");
+        }
+        Item::Request(Inbound::Ring { id }) => {
+            encode_ring_request(&mut enc, *id);
+            assert_eq!(enc, used, "ring request does not re-encode to its bytes");
         }
         Item::Reply(id, reply) => {
             encode_reply(&mut enc, *id, reply);

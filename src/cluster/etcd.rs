@@ -21,6 +21,23 @@
 //!   ring stays in force meanwhile: a ring of only this node is never
 //!   published because etcd is down. The new session re-registers (reusing
 //!   the lease if it is still alive) and re-syncs with a full read.
+//! - A lease etcd has not confirmed for 3/4 of its TTL may be about to
+//!   expire; once it has, the others drop this node and serve its keys, and
+//!   answering them from its own store would return values the cluster has
+//!   since changed. So a watchdog then asks the peers for their rings (the
+//!   peer protocol's RING request, with whether they are registered) every
+//!   500 ms: if no peer is registered either, etcd is down for everyone and
+//!   the last ring stays in force as above; if a registered peer's ring is
+//!   newer (epochs are etcd revisions) and lacks this node, the node routes
+//!   by it, so its former keys go to their new owners; otherwise the ring
+//!   is republished *fenced*: the node refuses its own keys to clients
+//!   (UNAVAILABLE) until etcd confirms the lease again or the others drop
+//!   it. Forwards from peers are still served: they route by the same
+//!   view of ownership.
+//! - Registering again under a new lease after holding one means the node
+//!   was out of the cluster for a while: a ring without this node is
+//!   published first, so the shards drop what they hold when the ring with
+//!   it follows (`Shard::refresh_ring`).
 //! - Values that do not parse, and peers that claim this node's address or
 //!   another peer's, are logged and left out; nothing read from etcd can
 //!   panic. (Event types are read from the key's create revision, 0 for a
@@ -30,6 +47,8 @@
 //!   peers drop this node at once instead of after the TTL.
 
 use super::{EtcdState, Member, Ring, Shared};
+use crate::protocol::peer::{self, PeerReply, RingView};
+use bytes::BytesMut;
 use etcd_client::{
     Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
     WatchOptions, WatchResponse,
@@ -52,6 +71,14 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often the control thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(25);
+/// How long a peer may take to answer a RING request.
+const PEER_RING_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest RING reply read (about 20,000 members).
+const PEER_RING_MAX: usize = 1 << 20;
+/// How often the lease watchdog looks at the lease.
+const WATCHDOG_TICK: Duration = Duration::from_millis(100);
+/// How often it asks the peers while the lease is in doubt.
+const PEER_PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The etcd half of the configuration, validated.
 pub(super) struct Settings {
@@ -125,7 +152,19 @@ impl Drop for DoneOnDrop {
 }
 
 async fn run(settings: Settings, me: Member, shared: &Shared) {
-    let mut node = Node::new(settings, me, shared);
+    let clock = LeaseClock::default();
+    let vnodes = settings.vnodes;
+    let mut node = Node::new(settings, me.clone(), shared, &clock);
+    tokio::select! {
+        () = sessions(&mut node, shared) => {}
+        never = lease_watchdog(&clock, shared, &me, vnodes) => match never {},
+    }
+    node.revoke().await;
+    shared.set_state(EtcdState::Stopped);
+}
+
+/// Sessions one after another, with backoff, until shutdown.
+async fn sessions(node: &mut Node<'_>, shared: &Shared) {
     let mut backoff = Backoff::new(&node.me.node_id);
     loop {
         let failure = tokio::select! {
@@ -150,8 +189,145 @@ async fn run(settings: Settings, me: Member, shared: &Shared) {
             () = stopped(shared) => break,
         }
     }
-    node.revoke().await;
-    shared.set_state(EtcdState::Stopped);
+}
+
+/// When etcd last confirmed this node's lease, and the lease's TTL.
+#[derive(Default)]
+struct LeaseClock {
+    confirmed: std::cell::Cell<Option<(Instant, Duration)>>,
+}
+
+impl LeaseClock {
+    fn confirm(&self, at: Instant, ttl: Duration) {
+        self.confirmed.set(Some((at, ttl)));
+    }
+
+    fn ever_confirmed(&self) -> bool {
+        self.confirmed.get().is_some()
+    }
+
+    /// Past 3/4 of the TTL since the last confirmation the lease may run
+    /// out soon: etcd counts the TTL from when it handled the keep-alive,
+    /// a little before we heard back. Keep-alives go every TTL/3, so one
+    /// late answer alone does not get here.
+    fn in_doubt(&self) -> bool {
+        self.confirmed
+            .get()
+            .is_some_and(|(at, ttl)| at.elapsed() > ttl * 3 / 4)
+    }
+}
+
+/// Watches this node's lease while etcd does not answer, and decides from
+/// the peers' rings whether the node may go on serving its own keys (see
+/// the module doc):
+/// - no peer is registered either: etcd is down for everyone; keep the
+///   last ring (an outage must not take the cache down);
+/// - a registered peer's ring is newer and lacks this node: the cluster
+///   dropped it; route by that ring;
+/// - otherwise (registered peers still count us in, or no peer answers):
+///   fence: refuse our own keys until etcd confirms the lease or the
+///   others drop us, because they may be about to serve them.
+async fn lease_watchdog(
+    clock: &LeaseClock,
+    shared: &Shared,
+    me: &Member,
+    vnodes: u32,
+) -> Infallible {
+    let mut in_doubt = false;
+    let mut next_probe = Instant::now();
+    loop {
+        tokio::time::sleep(WATCHDOG_TICK).await;
+        if !clock.in_doubt() {
+            if in_doubt {
+                in_doubt = false;
+                // A new lease publishes its own ring; the same lease
+                // confirmed again only lifts the fence.
+                if let Some(r) = shared.latest_ring().filter(|r| r.is_fenced()) {
+                    tracing::info!("etcd confirmed the lease again: serving this node's keys");
+                    shared.publish(r.with_fence(false));
+                }
+            }
+            continue;
+        }
+        in_doubt = true;
+        let now = Instant::now();
+        if now < next_probe {
+            continue;
+        }
+        next_probe = now + PEER_PROBE_EVERY;
+        let Some(latest) = shared.latest_ring() else {
+            continue;
+        };
+        let peers: Vec<SocketAddr> = latest
+            .members()
+            .iter()
+            .map(|m| m.addr)
+            .filter(|&a| a != me.addr)
+            .collect();
+        if peers.is_empty() {
+            continue; // nobody else could serve our keys
+        }
+        let views = ask_rings(&peers).await;
+        let answered = views.len();
+        let newest = views
+            .into_iter()
+            .filter(|(_, v)| v.registered)
+            .max_by_key(|(_, v)| v.epoch);
+        match newest {
+            None if answered > 0 => {
+                if latest.is_fenced() {
+                    tracing::warn!("no peer can reach etcd either: serving by the last ring");
+                    shared.publish(latest.with_fence(false));
+                }
+            }
+            Some((from, view))
+                if view.epoch > latest.epoch()
+                    && !view.members.iter().any(|m| m.addr == me.addr) =>
+            {
+                if let Some(ring) = Ring::new(view.epoch, view.members, vnodes) {
+                    tracing::warn!(
+                        peer = %from,
+                        epoch = view.epoch,
+                        "the cluster dropped this node while it could not reach etcd: \
+                         routing by the peer's ring (this node's keys go to their new \
+                         owners) until etcd is back"
+                    );
+                    shared.publish(ring);
+                }
+            }
+            _ => {
+                if latest.contains(me.addr) && !latest.is_fenced() {
+                    tracing::warn!(
+                        "etcd has not confirmed the lease for 3/4 of its TTL and {}: \
+                         refusing this node's keys until it does or the others drop it",
+                        if answered == 0 {
+                            "no peer answers"
+                        } else {
+                            "peers still reach etcd"
+                        }
+                    );
+                    shared.publish(latest.with_fence(true));
+                }
+            }
+        }
+    }
+}
+
+/// Asks each peer for its ring, concurrently; the answers that came.
+async fn ask_rings(peers: &[SocketAddr]) -> Vec<(SocketAddr, RingView)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for &addr in peers {
+        asks.spawn(async move { (addr, ask_ring(addr).await) });
+    }
+    let mut views = Vec::new();
+    while let Some(answer) = asks.join_next().await {
+        match answer {
+            Ok((addr, Ok(view))) => views.push((addr, view)),
+            Ok((addr, Err(e))) => tracing::debug!(peer = %addr, "no ring from peer: {e}"),
+            Err(e) => tracing::debug!("ring request task failed: {e}"),
+        }
+    }
+    views
 }
 
 async fn stopped(shared: &Shared) {
@@ -174,6 +350,8 @@ struct Node<'a> {
     client: Option<Client>,
     /// Valid peer entries by key (this node's own key excluded).
     peers: BTreeMap<Vec<u8>, Member>,
+    /// When etcd last confirmed our lease, for the watchdog.
+    clock: &'a LeaseClock,
 }
 
 /// A live lease: the handle that sends keep-alives and the stream of answers.
@@ -184,7 +362,7 @@ struct KeepAlive {
 }
 
 impl<'a> Node<'a> {
-    fn new(settings: Settings, me: Member, shared: &'a Shared) -> Node<'a> {
+    fn new(settings: Settings, me: Member, shared: &'a Shared, clock: &'a LeaseClock) -> Node<'a> {
         let key = format!("{}{}", settings.prefix, me.node_id).into_bytes();
         let value = encode_member(&me).into_bytes();
         Node {
@@ -196,6 +374,29 @@ impl<'a> Node<'a> {
             lease: None,
             client: None,
             peers: BTreeMap::new(),
+            clock,
+        }
+    }
+
+    /// This node's lease expired and is being replaced: it has been out of
+    /// the cluster. Publishes the current ring without it (same epoch: a
+    /// local view, not a new revision), so the shards know to drop what
+    /// they hold once the ring with this node follows.
+    fn left_while_away(&self) {
+        let Some(latest) = self.shared.latest_ring() else {
+            return;
+        };
+        if !latest.contains(self.me.addr) {
+            return; // already routing without us (the watchdog followed a peer)
+        }
+        let others = latest
+            .members()
+            .iter()
+            .filter(|m| m.addr != self.me.addr)
+            .cloned()
+            .collect();
+        if let Some(ring) = Ring::new(latest.epoch(), others, self.settings.vnodes) {
+            self.shared.publish(ring);
         }
     }
 
@@ -249,6 +450,7 @@ impl<'a> Node<'a> {
 
         let mut tick = keep_alive_ticker(lease.ttl);
         let mut last_ack = Instant::now();
+        self.clock.confirm(last_ack, lease.ttl);
         loop {
             tokio::select! {
                 message = watch.message() => {
@@ -280,6 +482,7 @@ impl<'a> Node<'a> {
                         tick = keep_alive_ticker(lease.ttl);
                     }
                     last_ack = Instant::now();
+                    self.clock.confirm(last_ack, lease.ttl);
                 }
                 _ = tick.tick() => {
                     if last_ack.elapsed() > lease.ttl {
@@ -332,6 +535,10 @@ impl<'a> Node<'a> {
                 Ok(Err(e)) => return Err(format!("keep-alive: {e}")),
                 Err(_) => return Err(format!("keep-alive: no answer within {REQUEST_TIMEOUT:?}")),
             }
+        }
+        if self.clock.ever_confirmed() {
+            // We held a lease before: it has expired.
+            self.left_while_away();
         }
         let grant = bounded(
             "lease grant",
@@ -476,6 +683,44 @@ fn keep_alive_ticker(ttl: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// One RING request to the peer at `addr` over a fresh peer connection:
+/// its ring's epoch and members.
+async fn ask_ring(addr: SocketAddr) -> Result<RingView, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut request = peer::MAGIC.to_vec();
+        peer::encode_ring_request(&mut request, 1);
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match peer::decode_reply(&mut buf, PEER_RING_MAX) {
+                Ok(Some((_, PeerReply::Ring(view)))) => return Ok(view),
+                Ok(Some((_, other))) => return Err(format!("answered {other:?}")),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| format!("read: {e}"))?
+                == 0
+            {
+                return Err("closed before answering".into());
+            }
+        }
+    };
+    match tokio::time::timeout(PEER_RING_TIMEOUT, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("no answer within {PEER_RING_TIMEOUT:?}")),
+    }
 }
 
 /// Runs an etcd request with a deadline of its own.

@@ -61,6 +61,11 @@ pub struct Ring {
     members: Vec<Member>,
     /// (position, index into `members`), sorted. Never empty.
     points: Vec<(u64, u32)>,
+    /// This node may no longer own its keys (its etcd lease is in doubt
+    /// while other members still count it in): it refuses its own keys to
+    /// clients instead of answering them from a store that may be stale.
+    /// Not part of the layout; see `cluster::etcd`.
+    fenced: bool,
 }
 
 impl Ring {
@@ -102,7 +107,23 @@ impl Ring {
             epoch,
             members,
             points,
+            fenced: false,
         }
+    }
+
+    /// The same ring, with this node fenced or not.
+    pub fn with_fence(&self, fenced: bool) -> Ring {
+        Ring {
+            epoch: self.epoch,
+            members: self.members.clone(),
+            points: self.points.clone(),
+            fenced,
+        }
+    }
+
+    /// Whether this node refuses its own keys (see the field).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 
     /// The position of (group, key) on the ring.
@@ -171,7 +192,7 @@ impl Ring {
     }
 
     /// True when `other` has the same members (address, id and shards);
-    /// epochs are not compared.
+    /// epochs and fences are not compared.
     pub fn same_members(&self, other: &Ring) -> bool {
         self.members == other.members
     }

@@ -13,9 +13,17 @@
 //! SET     kind 2: timeout_ms:u32 ttl_ms:u64 group_len:u32 group key_len:u32 key value
 //! DELETE  kind 3: timeout_ms:u32 group_len:u32 group key
 //! INVALIDATE kind 4 (no reply; id 0): group_len:u32 group key
+//! RING    kind 5 (empty body): the ring the answering node routes by
 //! replies kind 0x81 GET: found:u8 value | 0x82 SET: created:u8
 //!         0x83 DELETE: deleted:u8       | 0xff ERROR: grpc_code:u8 message (UTF-8)
+//!         0x85 RING: epoch:u64 registered:u8 count:u32, then per member
+//!                    id_len:u32 node_id addr_len:u32 addr (text) shards:u32
 //! ```
+//!
+//! RING lets a node that has lost etcd learn whether the cluster went on
+//! without it (`cluster::etcd`): `registered` says whether the answering
+//! node holds a live etcd registration now, and epochs are etcd revisions,
+//! so a peer's newer epoch proves it heard from etcd later.
 //!
 //! Requests are pipelined and multiplexed: a reply carries its request's
 //! `id` and replies may come in any order. `timeout_ms` is what is left of
@@ -25,6 +33,7 @@
 
 use super::grpc::{Code, Status};
 use super::CacheOp;
+use crate::cluster::Member;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The first bytes a peer sends on a new connection.
@@ -37,9 +46,11 @@ const GET: u8 = 1;
 const SET: u8 = 2;
 const DELETE: u8 = 3;
 const INVALIDATE: u8 = 4;
+const RING: u8 = 5;
 const REPLY_GET: u8 = 0x81;
 const REPLY_SET: u8 = 0x82;
 const REPLY_DELETE: u8 = 0x83;
+const REPLY_RING: u8 = 0x85;
 const REPLY_ERROR: u8 = 0xff;
 
 /// What a peer sends.
@@ -50,6 +61,11 @@ pub enum Inbound {
     Invalidate {
         group: String,
         key: String,
+    },
+    /// Asks for the ring this node routes by (answered with
+    /// [`encode_ring_reply`]).
+    Ring {
+        id: u32,
     },
 }
 
@@ -65,9 +81,22 @@ pub struct PeerRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerReply {
     Get(Option<Bytes>),
-    Set { created: bool },
+    Set {
+        created: bool,
+    },
     Delete(bool),
     Error(Status),
+    /// The answer to a RING request.
+    Ring(RingView),
+}
+
+/// A node's answer to RING: the ring it routes by, and whether it is
+/// registered in etcd right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingView {
+    pub epoch: u64,
+    pub registered: bool,
+    pub members: Vec<Member>,
 }
 
 /// The stream is not speaking this protocol (or lies about sizes): the
@@ -129,6 +158,30 @@ pub fn encode_invalidate(out: &mut Vec<u8>, group: &str, key: &str) {
     out.extend_from_slice(key.as_bytes());
 }
 
+pub fn encode_ring_request(out: &mut Vec<u8>, id: u32) {
+    put_frame(out, id, RING, 0);
+}
+
+pub fn encode_ring_reply(
+    out: &mut Vec<u8>,
+    id: u32,
+    epoch: u64,
+    registered: bool,
+    members: &[Member],
+) {
+    let mut body = Vec::with_capacity(13 + members.len() * 40);
+    body.put_u64(epoch);
+    body.put_u8(u8::from(registered));
+    body.put_u32(members.len() as u32);
+    for m in members {
+        put_str(&mut body, m.node_id.as_bytes());
+        put_str(&mut body, m.addr.to_string().as_bytes());
+        body.put_u32(m.shards);
+    }
+    put_frame(out, id, REPLY_RING, body.len());
+    out.extend_from_slice(&body);
+}
+
 /// Encodes a GET reply straight from the store's bytes (no copy into a
 /// `PeerReply` first).
 pub fn encode_get_reply(out: &mut Vec<u8>, id: u32, value: Option<&[u8]>) {
@@ -154,6 +207,7 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &PeerReply) {
             out.put_u8(st.code as u8);
             out.extend_from_slice(st.message.as_bytes());
         }
+        PeerReply::Ring(r) => encode_ring_reply(out, id, r.epoch, r.registered, &r.members),
     }
 }
 
@@ -231,6 +285,9 @@ pub fn decode_request(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Inb
         let key = utf8(b, "key")?;
         return Ok(Some(Inbound::Invalidate { group, key }));
     }
+    if kind == RING {
+        return Ok(Some(Inbound::Ring { id }));
+    }
     let timeout_ms = take_u32(&mut b, "timeout")?;
     let op = match kind {
         GET | DELETE => {
@@ -280,6 +337,32 @@ pub fn decode_reply(
             let code = Code::from_u32(u32::from(code)).unwrap_or(Code::Unknown);
             let message = String::from_utf8_lossy(&b).into_owned();
             PeerReply::Error(Status::new(code, message))
+        }
+        REPLY_RING => {
+            let epoch = take_u64(&mut b, "epoch")?;
+            let registered = take_u8(&mut b, "registered")? != 0;
+            let count = take_u32(&mut b, "member count")? as usize;
+            // Each member takes at least 12 bytes: a count cannot make us
+            // reserve more than the frame could hold.
+            let mut members = Vec::with_capacity(count.min(b.remaining() / 12));
+            for _ in 0..count {
+                let node_id = take_str(&mut b, "node id")?;
+                let addr = take_str(&mut b, "member address")?;
+                let addr = addr
+                    .parse()
+                    .map_err(|_| PeerError(format!("peer ring member address {addr:?}")))?;
+                let shards = take_u32(&mut b, "shard count")?;
+                members.push(Member {
+                    node_id,
+                    addr,
+                    shards,
+                });
+            }
+            PeerReply::Ring(RingView {
+                epoch,
+                registered,
+                members,
+            })
         }
         other => return Err(PeerError(format!("unknown peer reply kind {other:#x}"))),
     };
@@ -344,6 +427,25 @@ mod tests {
                 6,
                 PeerReply::Error(Status::new(Code::ResourceExhausted, "too big: ü")),
             ),
+            (
+                7,
+                PeerReply::Ring(RingView {
+                    epoch: 42,
+                    registered: true,
+                    members: vec![
+                        Member {
+                            node_id: "a".into(),
+                            addr: "10.0.0.1:7070".parse().unwrap(),
+                            shards: 2,
+                        },
+                        Member {
+                            node_id: "b-ü".into(),
+                            addr: "[::1]:7071".parse().unwrap(),
+                            shards: 0,
+                        },
+                    ],
+                }),
+            ),
         ]
     }
 
@@ -354,11 +456,13 @@ mod tests {
             encode_request(&mut wire, &r);
         }
         encode_invalidate(&mut wire, "users", "k");
+        encode_ring_request(&mut wire, 9);
         let mut want: Vec<Inbound> = requests().into_iter().map(Inbound::Call).collect();
         want.push(Inbound::Invalidate {
             group: "users".into(),
             key: "k".into(),
         });
+        want.push(Inbound::Ring { id: 9 });
         let mut buf = BytesMut::from(&wire[..]);
         let mut got = Vec::new();
         while let Some(r) = decode_request(&mut buf, MAX).unwrap() {
@@ -436,6 +540,44 @@ mod tests {
             .contains("limit"));
         let mut buf = BytesMut::from(&[0, 0, 0, 5, 0, 0, 0, 1, REPLY_SET][..]);
         assert!(decode_reply(&mut buf, MAX).is_err());
+        // A RING reply that claims 2^32-1 members in an 18-byte body, and
+        // one whose address is not ip:port.
+        let mut buf = BytesMut::from(
+            &[
+                0, 0, 0, 18, 0, 0, 0, 1, REPLY_RING, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0xff, 0xff, 0xff,
+                0xff,
+            ][..],
+        );
+        assert!(decode_reply(&mut buf, MAX).is_err());
+        let mut wire = Vec::new();
+        let mut m = Member {
+            node_id: "a".into(),
+            addr: "10.0.0.1:7070".parse().unwrap(),
+            shards: 1,
+        };
+        encode_ring_reply(&mut wire, 1, 3, false, std::slice::from_ref(&m));
+        let at = wire.windows(12).position(|w| w == b"10.0.0.1:707").unwrap();
+        wire[at + 2] = b'x';
+        let mut buf = BytesMut::from(&wire[..]);
+        assert!(decode_reply(&mut buf, MAX)
+            .unwrap_err()
+            .0
+            .contains("address"));
+        m.shards = 2;
+        wire.clear();
+        encode_ring_reply(&mut wire, 1, 3, false, std::slice::from_ref(&m));
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            decode_reply(&mut buf, MAX).unwrap(),
+            Some((
+                1,
+                PeerReply::Ring(RingView {
+                    epoch: 3,
+                    registered: false,
+                    members: vec![m]
+                })
+            ))
+        );
         // Seeded random bytes: errors or incomplete frames, never a panic.
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {

@@ -319,6 +319,15 @@ impl Stream {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    /// Sent data left unacknowledged this long makes the kernel drop the
+    /// connection (`TCP_USER_TIMEOUT`): reads and writes fail with
+    /// ETIMEDOUT. Detects a peer behind a silent partition.
+    pub fn set_unacked_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.0
+            .set_tcp_user_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
     pub fn set_nodelay(&self) -> io::Result<()> {
         self.0
             .set_nodelay(true)

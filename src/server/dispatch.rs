@@ -49,6 +49,18 @@ pub fn dispatch(
     local: impl FnOnce(Local<'_>),
 ) -> bool {
     match shard.locate(op.group().as_bytes(), op.key().as_bytes(), forward) {
+        // A peer's forward is served whatever our ring says (at most one
+        // hop), fenced or not: the peers still route these keys here.
+        Location::Here if forward && shard.fenced() => {
+            let st = Status::new(
+                Code::Unavailable,
+                "this node has lost etcd and may no longer own this key: \
+                 it serves its keys again once it is back in the cluster, \
+                 or routes them to their new owner once the others drop it",
+            );
+            shard.reply(reply_to(), Reply::Failed(st));
+            true
+        }
         Location::Here => serve_owned(shard, peers, op, reply_to, local),
         Location::Shard(home) => {
             shard.submit(

@@ -34,8 +34,13 @@ pub trait Session {
     /// because its buffers reached `room`'s limit; it is called again
     /// with the rest once it has room.
     fn on_input(&mut self, input: &mut BytesMut, room: Room, now: Instant) -> bool;
-    /// The other side closed its sending half (or the read failed).
+    /// The other side closed its sending half.
     fn on_eof(&mut self);
+    /// A read failed (reset, or TCP_USER_TIMEOUT's ETIMEDOUT): the
+    /// connection is gone. Sessions that care why override this.
+    fn on_read_error(&mut self, _error: std::io::Error) {
+        self.on_eof();
+    }
     /// Takes the replies in its mailbox, runs the timers due by `now`, and
     /// takes up work it held back if `room` now allows.
     fn on_wake(&mut self, room: Room, now: Instant);
@@ -71,7 +76,7 @@ enum Wake {
 }
 
 /// Runs `session` on `stream` until it is done, or a write fails (the
-/// error is returned; a read that fails is the session's `on_eof`).
+/// error is returned; a read that fails is the session's `on_read_error`).
 /// `input` holds bytes already read (e.g. while telling a peer from a
 /// client). Connections in a `registry` obey its buffer budget and report
 /// what they hold.
@@ -179,9 +184,13 @@ pub async fn drive<S: Session>(
         )
         .await;
         match wake {
-            Wake::Read(Ok(0)) | Wake::Read(Err(_)) => {
+            Wake::Read(Ok(0)) => {
                 eof = true;
                 session.on_eof();
+            }
+            Wake::Read(Err(e)) => {
+                eof = true;
+                session.on_read_error(e);
             }
             Wake::Read(Ok(n)) => {
                 conn.touch();

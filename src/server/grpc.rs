@@ -79,7 +79,7 @@ pub async fn serve(
         Some(Kind::Peer) if refuse => registry.count(Guard::ConnectionLimit),
         Some(Kind::Peer) => {
             input.advance(peer::MAGIC.len());
-            let mut s = PeerSession::new(shard, peers, &node, shared.mailbox().clone());
+            let mut s = PeerSession::new(shard, peers, node, shared.mailbox().clone());
             let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
         }
         Some(Kind::Client) => {

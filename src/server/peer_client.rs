@@ -12,8 +12,15 @@
 //! for keys owned by others:
 //! - a peer that cannot be reached fails its calls at once with
 //!   UNAVAILABLE naming it, and is retried after a backoff (50 ms doubling
-//!   to 2 s) rather than on every call;
-//! - a lost connection fails the calls in flight on it (UNAVAILABLE);
+//!   to 2 s) rather than on every call; calls made while that retry
+//!   connects fail at once too, so behind a partition every call fails
+//!   fast instead of waiting out a connect;
+//! - a lost connection fails the calls in flight on it (UNAVAILABLE); lost
+//!   with calls in flight, the peer counts as unreachable (the backoff
+//!   above) until a new connection succeeds;
+//! - a peer behind a silent partition is noticed when TCP stops
+//!   acknowledging what we sent ([`UNACKED_TIMEOUT`], TCP_USER_TIMEOUT),
+//!   not only at each call's deadline;
 //! - every call has a deadline, the client's or `--peer-timeout`, whichever
 //!   is sooner; a stalled peer's calls end by it, and a write that stalls
 //!   that long drops the connection;
@@ -50,6 +57,10 @@ pub const MAX_IN_FLIGHT: usize = 16_384;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Data sent to a peer and not acknowledged for this long ends the
+/// connection. Three lost retransmissions of one segment at a 100 ms round
+/// trip take ~2.1 s, so 5 % packet loss almost never trips it.
+pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Settings shared by every peer client of a node.
 #[derive(Debug, Clone)]
@@ -142,8 +153,11 @@ enum State {
     Idle,
     /// A task is connecting or connected.
     Active,
-    /// The last connect failed: calls fail at once until then.
+    /// The last connect failed, or a connection was lost under calls:
+    /// calls fail at once until then.
     Down { until: Instant },
+    /// Reconnecting after `Down`: calls still fail at once.
+    Probing,
 }
 
 struct Waiter {
@@ -283,32 +297,49 @@ impl PeerClient {
         self.start();
     }
 
-    /// Why a call cannot be sent now: the peer left, or it is in backoff.
-    fn refusal(&self, now: Instant) -> Option<(PeerError, Status)> {
+    /// Why a call cannot be sent now: the peer left, or it is unreachable
+    /// (in backoff, or being reconnected: past the backoff the first call
+    /// starts that reconnection).
+    fn refusal(self: &Rc<Self>, now: Instant) -> Option<(PeerError, Status)> {
         if self.closed.get() {
             return Some((
                 PeerError::Closed,
                 Status::new(Code::Unavailable, format!("{} left the cluster", self.name)),
             ));
         }
-        if let State::Down { until } = self.state.get() {
-            if now < until {
-                return Some((
-                    PeerError::Connect,
-                    Status::new(
-                        Code::Unavailable,
-                        format!(
-                            "{} is unreachable ({}); retrying in {} ms",
-                            self.name,
-                            self.last_error.borrow(),
-                            until.duration_since(now).as_millis()
-                        ),
-                    ),
-                ));
+        let retry = match self.state.get() {
+            State::Idle | State::Active => return None,
+            State::Down { until } if now < until => {
+                format!("retrying in {} ms", until.duration_since(now).as_millis())
             }
-            self.state.set(State::Idle);
-        }
-        None
+            State::Down { .. } => {
+                self.state.set(State::Probing);
+                runtime::spawn(self.clone().run());
+                "reconnecting".to_string()
+            }
+            State::Probing => "reconnecting".to_string(),
+        };
+        Some((
+            PeerError::Connect,
+            Status::new(
+                Code::Unavailable,
+                format!(
+                    "{} is unreachable ({}); {retry}",
+                    self.name,
+                    self.last_error.borrow()
+                ),
+            ),
+        ))
+    }
+
+    /// Calls fail at once until the backoff has passed; the backoff doubles.
+    fn mark_down(&self, error: String) {
+        let backoff = self.backoff.get();
+        self.backoff.set((backoff * 2).min(BACKOFF_MAX));
+        *self.last_error.borrow_mut() = error;
+        self.state.set(State::Down {
+            until: Instant::now() + backoff,
+        });
     }
 
     /// Makes sure a connection task runs, and wakes it to write.
@@ -399,6 +430,11 @@ impl PeerClient {
                     .record_peer_errors(&self.label, PeerError::Remote, 1);
                 Reply::Failed(st)
             }
+            // Never asked on this connection (only the control thread asks).
+            PeerReply::Ring(_) => Reply::Failed(Status::new(
+                Code::Internal,
+                format!("{} answered a call with its ring", self.name),
+            )),
         };
         self.shard.reply(w.reply_to, reply);
     }
@@ -409,12 +445,7 @@ impl PeerClient {
         let stream = match Stream::connect(self.addr, CONNECT_TIMEOUT).await {
             Ok(s) => s,
             Err(e) => {
-                let backoff = self.backoff.get();
-                self.backoff.set((backoff * 2).min(BACKOFF_MAX));
-                *self.last_error.borrow_mut() = e.to_string();
-                self.state.set(State::Down {
-                    until: Instant::now() + backoff,
-                });
+                self.mark_down(e.to_string());
                 tracing::warn!(peer = %self.addr, "cannot connect to {}: {e}", self.name);
                 self.fail_all(
                     PeerError::Connect,
@@ -426,10 +457,21 @@ impl PeerClient {
                 return;
             }
         };
+        if self.state.get() == State::Probing {
+            tracing::info!(peer = %self.addr, "{} is reachable again", self.name);
+        }
+        self.state.set(State::Active);
         self.backoff.set(BACKOFF_MIN);
         let reason = self.session(stream).await;
-        self.state.set(State::Idle);
-        tracing::debug!(peer = %self.addr, "connection to {} ended: {reason}", self.name);
+        if self.waiting.borrow().is_empty() || self.closed.get() {
+            self.state.set(State::Idle);
+            tracing::debug!(peer = %self.addr, "connection to {} ended: {reason}", self.name);
+        } else {
+            // Lost under calls: a reset, a partition (TCP_USER_TIMEOUT), a
+            // crash. Fail fast until a new connection proves it back.
+            tracing::warn!(peer = %self.addr, "connection to {} lost: {reason}", self.name);
+            self.mark_down(format!("connection lost: {reason}"));
+        }
         let st = if self.closed.get() {
             Status::new(Code::Unavailable, format!("{} left the cluster", self.name))
         } else {
@@ -445,6 +487,7 @@ impl PeerClient {
     async fn session(self: &Rc<Self>, mut stream: Stream) -> String {
         let _ = stream.set_nodelay();
         let _ = stream.set_write_timeout(self.settings.timeout);
+        let _ = stream.set_unacked_timeout(UNACKED_TIMEOUT);
         let mut s = ClientSession {
             client: self.clone(),
             sending: peer::MAGIC.to_vec(),
@@ -496,6 +539,18 @@ impl Session for ClientSession {
     fn on_eof(&mut self) {
         self.ended
             .get_or_insert_with(|| "closed by the peer".into());
+    }
+
+    fn on_read_error(&mut self, error: std::io::Error) {
+        let why = if error.kind() == std::io::ErrorKind::TimedOut {
+            format!(
+                "nothing acknowledged for {} s ({error})",
+                UNACKED_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("read failed: {error}")
+        };
+        self.ended.get_or_insert(why);
     }
 
     fn on_wake(&mut self, _room: Room, now: Instant) {

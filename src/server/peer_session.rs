@@ -15,10 +15,12 @@ use super::grpc::invalid_status;
 use super::lifecycle::Room;
 use super::peer_client::Peers;
 use super::NodeShared;
+use crate::cluster::EtcdState;
 use crate::protocol::peer::{self, Inbound, PeerReply, PeerRequest};
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Calls of one peer connection that may wait on other shards at once;
@@ -27,6 +29,8 @@ pub const MAX_WAITING: usize = 32;
 
 pub struct PeerSession {
     shard: Rc<Shard>,
+    /// Whose etcd state a RING request reports.
+    node: Arc<NodeShared>,
     peers: Rc<Peers>,
     mailbox: Rc<Mailbox>,
     max_frame: usize,
@@ -46,7 +50,7 @@ impl PeerSession {
     pub fn new(
         shard: Rc<Shard>,
         peers: Rc<Peers>,
-        node: &NodeShared,
+        node: Arc<NodeShared>,
         mailbox: Rc<Mailbox>,
     ) -> PeerSession {
         PeerSession {
@@ -55,6 +59,7 @@ impl PeerSession {
             mailbox,
             max_frame: node.config.max_message().saturating_add(64),
             max_value: node.config.max_value,
+            node,
             out: Vec::new(),
             replies: Vec::new(),
             in_flight: 0,
@@ -103,6 +108,17 @@ impl Session for PeerSession {
             match peer::decode_request(input, self.max_frame) {
                 Ok(Some(Inbound::Call(req))) => {
                     self.in_flight += usize::from(self.handle(req));
+                }
+                Ok(Some(Inbound::Ring { id })) => {
+                    let ring = self.shard.ring();
+                    let registered = self.node.control.status().etcd == EtcdState::Registered;
+                    peer::encode_ring_reply(
+                        &mut self.out,
+                        id,
+                        ring.epoch(),
+                        registered,
+                        ring.members(),
+                    );
                 }
                 Ok(Some(Inbound::Invalidate { group, key })) => {
                     let home = self.shard.home_of(group.as_bytes(), key.as_bytes());

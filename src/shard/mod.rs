@@ -301,11 +301,17 @@ impl Shard {
         }
     }
 
+    /// Whether keys this node owns are refused to clients (its etcd lease is
+    /// in doubt: `cluster::etcd`).
+    pub fn fenced(&self) -> bool {
+        self.ring.borrow().is_fenced()
+    }
+
     /// The key's owner node when it is not this node.
     fn owner_node(&self, group: &[u8], key: &[u8]) -> Option<SocketAddr> {
         let ring = self.ring.borrow();
-        if ring.len() < 2 {
-            return None; // a single node: no hash needed
+        if ring.len() < 2 && ring.members()[0].addr == self.me {
+            return None; // this node alone: no hash needed
         }
         let owner = ring.owner(group, key).addr;
         (owner != self.me).then_some(owner)
@@ -329,8 +335,30 @@ impl Shard {
     /// kept of them: the hot copies go at once, and the entries this node
     /// no longer owns are dropped by the next full sweep (they would come
     /// back stale if the ring changed back).
+    ///
+    /// A node that was out of the ring (its etcd lease expired while it was
+    /// cut off) and is back in it drops everything it holds: other nodes
+    /// served its keys meanwhile, so what it kept may be stale. Every ring
+    /// published since the last call is looked at, so a brief absence is
+    /// not missed.
     pub fn refresh_ring(&self) -> Option<Arc<Ring>> {
-        let newest = self.rings.try_iter().last()?;
+        let mut was_out = !self.ring.borrow().contains(self.me);
+        let mut newest = None;
+        for ring in self.rings.try_iter() {
+            was_out |= !ring.contains(self.me);
+            newest = Some(ring);
+        }
+        let newest = newest?;
+        if was_out && newest.contains(self.me) {
+            let mut store = self.store.borrow_mut();
+            let dropped = store.len();
+            store.clear();
+            tracing::info!(
+                shard = self.id,
+                "rejoined the cluster: dropped {dropped} items kept from before \
+                 (other nodes served these keys meanwhile)"
+            );
+        }
         *self.ring.borrow_mut() = newest.clone();
         *self.others.borrow_mut() = others_of(&newest, self.me);
         self.with_hot(|h| h.clear());

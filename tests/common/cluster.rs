@@ -5,6 +5,7 @@
 use super::Node;
 use shardcache::cluster::{Member, Ring};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -55,4 +56,36 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// The members count of the last ring a node logged ("cluster ring: ...
+/// members=N").
+pub fn logged_members(n: &Node) -> Option<usize> {
+    n.log_tail()
+        .lines()
+        .rfind(|l| l.contains("cluster ring:"))
+        .and_then(|l| l.split("members=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until every node routes by a ring of `members` nodes (logged by
+/// its control plane, taken up by its shards within 50 ms).
+pub fn wait_members(nodes: &[&Node], members: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    for n in nodes {
+        while logged_members(n) != Some(members) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw a ring of {members} (last: {:?})\n{}",
+                n.node_id,
+                logged_members(n),
+                n.log_tail()
+            );
+            n.assert_alive();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Shards poll for new rings every 50 ms.
+    std::thread::sleep(Duration::from_millis(150));
 }

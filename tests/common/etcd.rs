@@ -30,6 +30,8 @@ pub struct Etcd {
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     dir: PathBuf,
+    /// Network namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
 }
 
 /// The etcd binary under test.
@@ -47,21 +49,7 @@ fn free_port() -> SocketAddr {
 impl Etcd {
     /// Starts a fresh etcd and waits until it is healthy.
     pub fn start() -> Etcd {
-        let dir = std::env::temp_dir().join(format!(
-            "shardcache-etcd-{}-{}-{}",
-            std::process::id(),
-            INSTANCE.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir).expect("create the etcd data directory");
-        let mut etcd = Etcd {
-            child: None,
-            client_addr: free_port(),
-            peer_addr: free_port(),
-            dir,
-        };
+        let mut etcd = Etcd::unstarted(None, free_port(), free_port());
         let mut last_error = String::new();
         for _ in 0..3 {
             match etcd.spawn_and_wait() {
@@ -78,6 +66,40 @@ impl Etcd {
             }
         }
         panic!("etcd did not start: {last_error}\n{}", etcd.log_tail(40));
+    }
+
+    /// Starts a fresh etcd inside network namespace `netns`, serving
+    /// clients on `ip:2379`, and waits until it is healthy (asked from
+    /// this namespace, so `ip` must be reachable from here).
+    pub fn start_in(netns: &str, ip: std::net::IpAddr) -> Etcd {
+        let mut etcd = Etcd::unstarted(
+            Some(netns.to_string()),
+            SocketAddr::new(ip, 2379),
+            SocketAddr::new(ip, 2380),
+        );
+        if let Err(e) = etcd.spawn_and_wait() {
+            panic!("etcd did not start in {netns}: {e}\n{}", etcd.log_tail(40));
+        }
+        etcd
+    }
+
+    fn unstarted(netns: Option<String>, client_addr: SocketAddr, peer_addr: SocketAddr) -> Etcd {
+        let dir = std::env::temp_dir().join(format!(
+            "shardcache-etcd-{}-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("create the etcd data directory");
+        Etcd {
+            child: None,
+            client_addr,
+            peer_addr,
+            dir,
+            netns,
+        }
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
@@ -102,7 +124,15 @@ impl Etcd {
         let log2 = log.try_clone().map_err(|e| format!("dup etcd.log: {e}"))?;
         let client = format!("http://{}", self.client_addr);
         let peer = format!("http://{}", self.peer_addr);
-        let child = Command::new(etcd_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(etcd_bin());
+                c
+            }
+            None => Command::new(etcd_bin()),
+        };
+        let child = cmd
             .arg("--name")
             .arg("test")
             .arg("--data-dir")

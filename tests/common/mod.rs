@@ -31,6 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 pub mod cluster;
 pub mod etcd;
 pub mod http1;
+pub mod netlab;
 pub mod origin;
 pub mod prom;
 
@@ -70,7 +71,20 @@ pub fn external_bin() -> bool {
 /// level is `info` (the `listening on` line is an info event) unless
 /// `SHARDCACHE_TEST_RUST_LOG` says otherwise.
 pub fn server_command() -> Command {
-    let mut cmd = Command::new(server_bin());
+    server_command_in(None)
+}
+
+/// [`server_command`], run inside the network namespace `netns` when
+/// given (`ip netns exec NS BIN ...`: the process keeps the pid).
+pub fn server_command_in(netns: Option<&str>) -> Command {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(server_bin());
+            c
+        }
+        None => Command::new(server_bin()),
+    };
     for (k, _) in std::env::vars() {
         if k.starts_with("SHARDCACHE_") {
             cmd.env_remove(&k);
@@ -96,6 +110,8 @@ pub struct NodeBuilder {
     listen: Option<SocketAddr>,
     extra: Vec<String>,
     subcommand: bool,
+    /// Network namespace to run in (tests/common/netlab.rs).
+    netns: Option<String>,
 }
 
 impl Default for NodeBuilder {
@@ -109,11 +125,18 @@ impl Default for NodeBuilder {
             listen: None,
             extra: Vec::new(),
             subcommand: true,
+            netns: None,
         }
     }
 }
 
 impl NodeBuilder {
+    /// Runs the node inside network namespace `ns`.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
         self
@@ -306,7 +329,7 @@ impl Node {
         }
         args.extend(b.extra.iter().cloned());
 
-        let mut child = server_command()
+        let mut child = server_command_in(b.netns.as_deref())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

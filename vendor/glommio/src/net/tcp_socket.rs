@@ -582,6 +582,16 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.stream().set_nodelay(value).map_err(Into::into)
     }
 
+    /// shardcache patch: sets `TCP_USER_TIMEOUT`, how long sent data may
+    /// stay unacknowledged before the kernel drops the connection (reads
+    /// and writes then fail with `ETIMEDOUT`). `None` restores the
+    /// system default.
+    pub fn set_tcp_user_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        socket2::SockRef::from(self.stream.stream())
+            .set_tcp_user_timeout(timeout)
+            .map_err(Into::into)
+    }
+
     /// Gets the `TCP_NODELAY` option on this socket.
     ///
     /// For more information about this option, see [`TcpStream::set_nodelay`].
