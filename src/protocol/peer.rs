@@ -286,6 +286,12 @@ pub fn decode_request(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Inb
         return Ok(Some(Inbound::Invalidate { group, key }));
     }
     if kind == RING {
+        if !b.is_empty() {
+            return Err(PeerError(format!(
+                "peer RING request with a {}-byte body",
+                b.len()
+            )));
+        }
         return Ok(Some(Inbound::Ring { id }));
     }
     let timeout_ms = take_u32(&mut b, "timeout")?;
@@ -528,6 +534,7 @@ mod tests {
             &[0, 0, 0, 13, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0, 0, 0, 9], // group past the end
             &[0, 0, 0, 10, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0xff], // short group length
             &[0, 0, 0, 14, 0, 0, 0, 1, GET, 0, 0, 0, 0, 0, 0, 0, 0, 0xff], // key not UTF-8
+            &[0, 0, 0, 6, 0, 0, 0, 1, RING, 0], // RING takes no body
         ];
         for b in bad {
             let mut buf = BytesMut::from(*b);
