@@ -678,23 +678,38 @@ async fn run_shard(
             guard,
         ))
     });
-    let gateway = async {
-        if let Some(l) = http_listener {
-            accept_loop(l, &stop_http, &node, id, |stream, refuse, guard| {
-                runtime::spawn(http::serve(
-                    stream,
-                    shard.clone(),
-                    peers.clone(),
-                    node.clone(),
-                    conns.clone(),
-                    refuse,
-                    guard,
-                ))
-            })
-            .await;
+    // The gateway's accept loop is a task of its own, not a future beside
+    // the gRPC one in this task: glommio's accept adds a waker to its
+    // pending request each time it is polled, so every gRPC accept would
+    // leave one more on the gateway's (and the reverse) until glommio's
+    // 16-bit task reference count overflowed: a panic after ~32,767 gRPC
+    // connections with no gateway connection in between.
+    let gateway_done = Rc::new(Notify::default());
+    match http_listener {
+        Some(l) => {
+            let (shard, peers, node, conns) =
+                (shard.clone(), peers.clone(), node.clone(), conns.clone());
+            let (stop, done) = (stop_http.clone(), gateway_done.clone());
+            runtime::spawn(async move {
+                accept_loop(l, &stop, &node, id, |stream, refuse, guard| {
+                    runtime::spawn(http::serve(
+                        stream,
+                        shard.clone(),
+                        peers.clone(),
+                        node.clone(),
+                        conns.clone(),
+                        refuse,
+                        guard,
+                    ))
+                })
+                .await;
+                done.notify();
+            });
         }
-    };
-    futures_lite::future::zip(grpc, gateway).await;
+        None => gateway_done.notify(),
+    }
+    grpc.await;
+    gateway_done.notified().await;
     // Shutdown: the listeners are closed; ask every connection to finish
     // (GOAWAY, or Connection: close), wait until they have, then until
     // every shard has (cross-core calls need their owners alive).

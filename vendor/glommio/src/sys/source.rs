@@ -284,7 +284,13 @@ impl Source {
     // adds a waiter to the list. Useful for streams that have many futures waiting
     // on a single I/O source
     pub(crate) fn add_waiter_many(&self, waker: Waker) {
-        self.inner.borrow_mut().wakers.waiters.push(waker)
+        // shardcache patch: a task that polls the same pending request again
+        // (woken by something else) must not add itself again: each copy
+        // holds a task reference, and glommio counts them in 16 bits.
+        let waiters = &mut self.inner.borrow_mut().wakers.waiters;
+        if !waiters.iter().any(|w| w.will_wake(&waker)) {
+            waiters.push(waker)
+        }
     }
 
     pub(super) fn is_installed(&self) -> Option<bool> {
