@@ -48,16 +48,17 @@ fn lab() -> Option<Lab> {
     }
 }
 
+/// Fields drop in order: the processes go before the lab's namespaces.
 struct Cluster {
-    lab: Lab,
+    nodes: Vec<Node>,
     _etcd: Etcd,
+    relays: Vec<Relay>,
+    rt: tokio::runtime::Runtime,
     /// Namespace of each node.
     ns: Vec<String>,
-    nodes: Vec<Node>,
-    relays: Vec<Relay>,
     /// Advertise addresses (the relays): the ring's identities.
     advertise: Vec<SocketAddr>,
-    rt: tokio::runtime::Runtime,
+    lab: Lab,
 }
 
 impl Cluster {
