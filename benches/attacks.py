@@ -55,24 +55,13 @@ import sys
 import threading
 import time
 
+from benchutil import free_port, rss_mib, wait_accepting
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = os.path.join(ROOT, "target/release/shardcache")
 LOAD = os.path.join(ROOT, "target/release/shardcache-loadtest")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MIB = 1 << 20
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
 
 
 class Node:
@@ -87,14 +76,7 @@ class Node:
         # full pipe would stall the node.
         self.log = open(f"/tmp/attacks-node-{self.port}.log", "w")
         self.proc = subprocess.Popen(args, stderr=self.log, stdout=subprocess.DEVNULL)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("node did not start")
+        wait_accepting(self.port, self.proc)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import socket
 import struct
@@ -46,6 +45,8 @@ import time
 
 import grpc
 
+from benchutil import free_port, paced, rss_mib, wait_accepting
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = os.path.join(ROOT, "target/release/shardcache")
 LOAD = os.path.join(ROOT, "target/release/shardcache-loadtest")
@@ -54,19 +55,6 @@ MIB = 1 << 20
 MAX_VALUE = 1 << 20
 WORKLOAD = ["--get-ratio", "0.7", "--keys", "1000000", "--zipf", "0.9", "--value-size",
             "10..4096", "--ttl-ms", "30000"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
 
 
 def fds(pid):
@@ -124,12 +112,7 @@ def unary(channel, method):
 def churn(target, stop, counts, per_second=50):
     """Connections that live for 20 calls each."""
     rng = random.Random(1)
-    next_at = time.time()
-    while not stop.is_set():
-        next_at += 1 / per_second
-        delay = next_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+    for _ in paced(per_second, stop):
         ch = grpc.insecure_channel(target)
         try:
             get, put, delete = (unary(ch, f"/cache.Cache/{m}") for m in ("Get", "Set", "Delete"))
@@ -188,12 +171,7 @@ def malformed(target, addr, stop, counts, per_second):
     ]
     ch = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 8 * MIB)])
     n = 0
-    next_at = time.time()
-    while not stop.is_set():
-        next_at += 1 / per_second
-        delay = next_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+    for _ in paced(per_second, stop):
         method, msg, want = kinds[n % len(kinds)]
         n += 1
         if method == "goaway":
@@ -268,15 +246,7 @@ def main():
             out.flush()
 
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or node.poll() is not None:
-                    raise SystemExit("the node did not start")
-                time.sleep(0.05)
+        wait_accepting(port, node)
         time.sleep(0.5)
         fds_before = fds(node.pid)
         counts, stop = Counts(), threading.Event()
