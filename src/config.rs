@@ -73,6 +73,11 @@ pub struct ServeArgs {
     #[arg(long = "max-value", default_value = "4MiB", value_parser = parse_max_value)]
     pub max_value: u64,
 
+    /// Most items in one batch call (GetMany, SetMany, DeleteMany); a call
+    /// with more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long = "max-batch", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch: u32,
+
     /// This node's identifier, reported by Stats. Default: the listen address.
     #[arg(long = "node-id")]
     pub node_id: Option<String>,

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -139,6 +139,33 @@ fn python_grpcio_client_interoperates() {
     assert_eq!(t["deletes"].as_u64(), Some(1), "{r}");
     assert_eq!(t["items"].as_u64(), Some(202), "{r}");
     assert_eq!(t["capacity_bytes"].as_u64(), Some(64 * MIB), "{r}");
+
+    // Batch calls: per-item results in order, with per-item errors.
+    let set_many = r["set_many"].as_array().expect("set_many");
+    assert_eq!(set_many.len(), 50, "{r}");
+    for (i, x) in set_many.iter().enumerate() {
+        let want = if i == 3 {
+            json!([false, 3])
+        } else {
+            json!([true, 0])
+        };
+        assert_eq!(x, &want, "SetMany item {i}: {r}");
+    }
+    let get_many = r["get_many"].as_array().expect("get_many");
+    assert_eq!(get_many.len(), 52, "{r}");
+    for (i, x) in get_many.iter().enumerate() {
+        let want = match i {
+            3 | 50 => json!([false, "", 0]),
+            51 => json!([false, "", 3]),
+            _ => json!([true, format!("b{i}"), 0]),
+        };
+        assert_eq!(x, &want, "GetMany item {i}: {r}");
+    }
+    assert!(
+        s("get_many_bad_message").contains("control character"),
+        "{r}"
+    );
+    assert_eq!(r["delete_many"], json!([true, false]), "{r}");
 
     // The node is fine for a tonic client afterwards, and saw the same data.
     common::block_on(async {

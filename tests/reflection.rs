@@ -116,6 +116,13 @@ fn reflection_lists_and_describes_on_one_stream() {
                 ("Set", ".cache.Request", ".cache.SetResponse"),
                 ("Delete", ".cache.Request", ".cache.DeleteResponse"),
                 ("Stats", ".cache.StatsRequest", ".cache.StatsResponse"),
+                ("GetMany", ".cache.ManyRequest", ".cache.GetManyResponse"),
+                ("SetMany", ".cache.ManyRequest", ".cache.SetManyResponse"),
+                (
+                    "DeleteMany",
+                    ".cache.ManyRequest",
+                    ".cache.DeleteManyResponse"
+                ),
             ]
         );
 

@@ -2,7 +2,8 @@
 //! unary bodies, `Deframer` for streaming ones, fed in arbitrary pieces)
 //! and the prost decoding of every message type the node knows
 //! (`shardcache::proto`: cache, health, reflection v1 and v1alpha), plus
-//! the reflection service's answer and `grpc-timeout` parsing.
+//! the reflection service's answer, a batch call's items and
+//! `grpc-timeout` parsing.
 //!
 //! Input: control byte 0 (max message: 4 MiB + 64 KiB, 16, 1024, 64 KiB
 //! by bits 0-1), bytes 1..5 the chunking seed, then the body: the DATA
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use shardcache::proto;
-use shardcache::protocol::grpc::{self, reflection, Code, Deframer};
+use shardcache::protocol::grpc::{self, batch, reflection, Code, Deframer, Method};
 use shardcache_fuzz::{chunks, Control};
 use std::time::Instant;
 
@@ -68,6 +69,20 @@ fn decode_all(msg: &[u8]) {
     roundtrip::<proto::StatsRequest>(msg);
     roundtrip::<proto::ShardStats>(msg);
     roundtrip::<proto::StatsResponse>(msg);
+    roundtrip::<proto::ManyRequest>(msg);
+    roundtrip::<proto::GetManyResponse>(msg);
+    roundtrip::<proto::SetManyResponse>(msg);
+    roundtrip::<proto::DeleteManyResponse>(msg);
+    // A batch call's items: never more than the limit, each either valid
+    // or refused by the same rules as a single call.
+    for method in [Method::GetMany, Method::SetMany, Method::DeleteMany] {
+        if let Ok(items) = batch::decode_many(method, Bytes::copy_from_slice(msg), 8, 64) {
+            assert!(items.len() <= 8);
+            for op in items.iter().flatten() {
+                assert_eq!(op.validate(64), Ok(()));
+            }
+        }
+    }
     roundtrip::<proto::health::HealthCheckRequest>(msg);
     roundtrip::<proto::health::HealthCheckResponse>(msg);
     reflection_types!(msg, v1);

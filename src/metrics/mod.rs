@@ -143,10 +143,14 @@ pub enum Method {
     Metrics = 5,
     /// Anything else: unknown paths and methods, undecodable requests.
     Other = 6,
+    /// Batch calls: one request each, whatever their number of keys.
+    GetMany = 7,
+    SetMany = 8,
+    DeleteMany = 9,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 10] = [
         Method::Get,
         Method::Set,
         Method::Delete,
@@ -154,6 +158,9 @@ impl Method {
         Method::Health,
         Method::Metrics,
         Method::Other,
+        Method::GetMany,
+        Method::SetMany,
+        Method::DeleteMany,
     ];
 
     pub fn label(self) -> &'static str {
@@ -165,6 +172,9 @@ impl Method {
             Method::Health => "health",
             Method::Metrics => "metrics",
             Method::Other => "other",
+            Method::GetMany => "get_many",
+            Method::SetMany => "set_many",
+            Method::DeleteMany => "delete_many",
         }
     }
 }
@@ -177,6 +187,9 @@ impl From<grpc::Method> for Method {
             grpc::Method::Delete => Method::Delete,
             grpc::Method::Stats => Method::Stats,
             grpc::Method::HealthCheck => Method::Health,
+            grpc::Method::GetMany => Method::GetMany,
+            grpc::Method::SetMany => Method::SetMany,
+            grpc::Method::DeleteMany => Method::DeleteMany,
         }
     }
 }

@@ -87,7 +87,7 @@ pub async fn drive<S: Session>(
     registry: Option<&Registry>,
     mut input: BytesMut,
 ) -> std::io::Result<()> {
-    let room = |c: &ConnShared| registry.map_or(Room::unlimited(), |r| r.room(c));
+    let room = |c: &ConnShared| registry.map_or(Room::UNLIMITED, |r| r.room(c));
     let mut rbuf = vec![0u8; READ_CHUNK];
     // Input the session has not been offered since it stopped early.
     let mut unread = !input.is_empty();

@@ -19,6 +19,7 @@
 //! the body budget) and served once there is room. Frames are still read
 //! meanwhile: WINDOW_UPDATEs are what drain a full connection.
 
+use super::batch::Batch;
 use super::dispatch::{self, Local};
 use super::driver::{self, Session};
 use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
@@ -179,9 +180,24 @@ struct Started {
 struct Pending {
     deadline: Option<Instant>,
     started: Started,
-    /// For Stats: one slot per shard, filled as answers arrive.
-    stats: Vec<Option<ShardCounters>>,
+    waits: Waits,
 }
+
+/// What a waiting call waits for.
+enum Waits {
+    /// The answer of its one key.
+    Key,
+    /// Stats: one slot per shard, filled as answers arrive.
+    Stats(Vec<Option<ShardCounters>>),
+    /// A batch call's items that are served elsewhere; each answer comes
+    /// back under a part tag (`GrpcSession::parts`).
+    Batch(Box<Batch>),
+}
+
+/// Answers to a stream's call come back tagged with its stream id (31
+/// bits); answers to one item of a batch call with a part tag, which has
+/// this bit set.
+const PART_TAG: u32 = 1 << 31;
 
 /// A call whose request is still arriving but whose `grpc-timeout` already
 /// runs (from its HEADERS).
@@ -198,6 +214,12 @@ pub struct GrpcSession {
     node: Arc<NodeShared>,
     mailbox: Rc<Mailbox>,
     pending: hashbrown::HashMap<u32, Pending>,
+    /// Batch items waiting elsewhere: part tag → (stream id, item index).
+    parts: hashbrown::HashMap<u32, (u32, usize)>,
+    /// The next part tag to give (always has PART_TAG set).
+    next_part: u32,
+    /// The budget of the current turn (batch items admit values by it).
+    room: Room,
     /// Calls with a deadline whose request body has not all arrived.
     arriving: hashbrown::HashMap<u32, Arriving>,
     /// Reused buffers: events of one `recv` (and, below, an encoded reply,
@@ -217,6 +239,7 @@ pub struct GrpcSession {
 
 impl Session for GrpcSession {
     fn on_input(&mut self, input: &mut BytesMut, room: Room, now: Instant) -> bool {
+        self.room = room;
         loop {
             self.h2.set_paused(self.full(room));
             let mut events = std::mem::take(&mut self.events);
@@ -245,18 +268,19 @@ impl Session for GrpcSession {
         // wait as they are (large values stay counted by the shard's
         // InTransit bound) until the client reads, instead of all becoming
         // response bytes at once for a client that reads nothing.
+        // Answers to batch items are always taken: their batch bounds what
+        // they add, and holding them back could stall the batch forever.
+        self.room = room;
         let mut replies = std::mem::take(&mut self.replies);
         self.mailbox.drain_into(&mut replies);
-        let mut taken = 0;
-        for (tag, reply) in replies.iter_mut() {
-            if !room.admits(self.held()) {
-                break;
+        replies.retain_mut(|(tag, reply)| {
+            if *tag & PART_TAG == 0 && !room.admits(self.held()) {
+                return true;
             }
             let reply = std::mem::replace(reply, Reply::Delete(false));
             self.on_reply(*tag, reply);
-            taken += 1;
-        }
-        replies.drain(..taken);
+            false
+        });
         self.replies = replies;
         if self.next_deadline().is_some_and(|d| d <= now) {
             self.expire_deadlines(now);
@@ -315,7 +339,10 @@ impl Session for GrpcSession {
     }
 
     fn held(&self) -> usize {
-        self.h2.pending_output().len() + self.h2.queued_total() + self.h2.buffered_bodies()
+        self.h2.pending_output().len()
+            + self.h2.queued_total()
+            + self.h2.buffered_bodies()
+            + self.batch_values()
     }
 
     fn wants_input(&self, _room: Room) -> bool {
@@ -346,6 +373,17 @@ impl GrpcSession {
     /// their budget, or enough of its calls wait elsewhere.
     fn full(&self, room: Room) -> bool {
         self.pending.len() >= MAX_WAITING || !room.admits(self.held())
+    }
+
+    /// Value bytes held by waiting batch calls.
+    fn batch_values(&self) -> usize {
+        self.pending
+            .values()
+            .map(|p| match &p.waits {
+                Waits::Batch(b) => b.held(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// The HTTP/2 layer ended the connection (GOAWAY is queued).
@@ -379,6 +417,9 @@ impl GrpcSession {
             node,
             mailbox,
             pending: hashbrown::HashMap::new(),
+            parts: hashbrown::HashMap::new(),
+            next_part: PART_TAG,
+            room: Room::UNLIMITED,
             arriving: hashbrown::HashMap::new(),
             events: Vec::new(),
             replies: Vec::new(),
@@ -398,7 +439,7 @@ impl GrpcSession {
             .map(|(&id, p)| (id, p.started))
             .collect();
         for (id, started) in expired {
-            self.pending.remove(&id);
+            self.forget(id);
             self.send_status(id, &deadline_exceeded(), started);
         }
         let expired: Vec<(u32, Started)> = self
@@ -478,7 +519,7 @@ impl GrpcSession {
                 self.send_status(stream_id, &st, started);
             }
             Event::Reset { stream_id, .. } => {
-                self.pending.remove(&stream_id);
+                self.forget(stream_id);
                 self.arriving.remove(&stream_id);
                 self.streaming.reset(stream_id);
             }
@@ -525,7 +566,10 @@ impl GrpcSession {
         match call.method {
             Method::Stats => return self.start_stats(stream_id, payload, deadline, started),
             Method::HealthCheck => return self.health_check(stream_id, payload, started),
-            _ => {}
+            Method::GetMany | Method::SetMany | Method::DeleteMany => {
+                return self.start_batch(stream_id, call.method, payload, deadline, started)
+            }
+            Method::Get | Method::Set | Method::Delete => {}
         }
         let req = match proto::Request::decode(payload) {
             Ok(r) => r,
@@ -582,7 +626,7 @@ impl GrpcSession {
                 Pending {
                     deadline,
                     started,
-                    stats: Vec::new(),
+                    waits: Waits::Key,
                 },
             );
         } else {
@@ -614,15 +658,98 @@ impl GrpcSession {
             let to = ReplyTo::Conn(self.mailbox.clone(), stream_id);
             self.shard.submit(other, Op::Stats, to);
         }
-        let p = Pending {
-            deadline,
-            started,
-            stats,
-        };
         if n == 1 {
-            self.finish_stats(stream_id, &p.stats, started);
+            self.finish_stats(stream_id, &stats, started);
         } else {
+            let waits = Waits::Stats(stats);
+            let p = Pending {
+                deadline,
+                started,
+                waits,
+            };
             self.pending.insert(stream_id, p);
+        }
+    }
+
+    /// A batch call: each item is dispatched like a single call; the
+    /// response goes out once every item is answered (at once when all
+    /// were served here).
+    fn start_batch(
+        &mut self,
+        stream_id: u32,
+        method: Method,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        started: Started,
+    ) {
+        let config = &self.node.config;
+        let items =
+            match grpc::batch::decode_many(method, payload, config.max_batch, config.max_value) {
+                Ok(items) => items,
+                Err(st) => return self.send_status(stream_id, &st, started),
+            };
+        let mut batch = Batch::new(method, items.len(), self.max_message);
+        let budget = (self.room, self.held());
+        for (i, item) in items.into_iter().enumerate() {
+            let op = match item {
+                Ok(op) => op,
+                Err(e) => {
+                    batch.fail(i, invalid_status(&e));
+                    continue;
+                }
+            };
+            let tag = self.part_tag();
+            let mailbox = &self.mailbox;
+            let waits = dispatch::dispatch(
+                &self.shard,
+                &self.peers,
+                op,
+                true,
+                deadline,
+                || ReplyTo::Conn(mailbox.clone(), tag),
+                |local| batch.local(i, local, budget),
+            );
+            if waits {
+                self.parts.insert(tag, (stream_id, i));
+            }
+        }
+        if batch.waiting() == 0 {
+            self.finish_batch(stream_id, &batch, started);
+        } else {
+            let waits = Waits::Batch(Box::new(batch));
+            let p = Pending {
+                deadline,
+                started,
+                waits,
+            };
+            self.pending.insert(stream_id, p);
+        }
+    }
+
+    /// A fresh part tag: PART_TAG set, none in use (they wrap after 2^31).
+    fn part_tag(&mut self) -> u32 {
+        loop {
+            let tag = self.next_part;
+            self.next_part = self.next_part.wrapping_add(1) | PART_TAG;
+            if !self.parts.contains_key(&tag) {
+                return tag;
+            }
+        }
+    }
+
+    fn finish_batch(&mut self, stream_id: u32, batch: &Batch, started: Started) {
+        self.body.clear();
+        batch.encode(&mut self.body);
+        self.send_body(stream_id, started);
+    }
+
+    /// The call on `stream_id` no longer waits (answered by its deadline,
+    /// or reset): forget it, and the batch items it still waited for.
+    fn forget(&mut self, stream_id: u32) {
+        if let Some(p) = self.pending.remove(&stream_id) {
+            if let Waits::Batch(_) = p.waits {
+                self.parts.retain(|_, (id, _)| *id != stream_id);
+            }
         }
     }
 
@@ -660,26 +787,50 @@ impl GrpcSession {
         );
     }
 
-    fn on_reply(&mut self, stream_id: u32, reply: Reply) {
+    fn on_reply(&mut self, tag: u32, reply: Reply) {
+        let (stream_id, item) = if tag & PART_TAG != 0 {
+            match self.parts.remove(&tag) {
+                Some((stream_id, i)) => (stream_id, Some(i)),
+                None => return, // its call was answered already or reset
+            }
+        } else {
+            (tag, None)
+        };
+        let others = match item {
+            Some(_) => self.held(),
+            None => 0,
+        };
+        let room = self.room;
         let Some(p) = self.pending.get_mut(&stream_id) else {
             return; // answered already (deadline) or reset by the client
         };
         let started = p.started;
-        match reply {
-            Reply::Stats(shard, st) => {
-                if let Some(slot) = p.stats.get_mut(shard) {
+        let done = match (&mut p.waits, reply) {
+            (Waits::Stats(stats), Reply::Stats(shard, st)) => {
+                if let Some(slot) = stats.get_mut(shard) {
                     *slot = Some(st);
                 }
-                if p.stats.iter().all(Option::is_some) {
-                    if let Some(p) = self.pending.remove(&stream_id) {
-                        self.finish_stats(stream_id, &p.stats, started);
-                    }
+                stats.iter().all(Option::is_some)
+            }
+            (Waits::Batch(batch), reply) => {
+                if let Some(i) = item {
+                    let others = others - batch.held();
+                    batch.reply(i, reply, (room, others));
                 }
+                batch.waiting() == 0
             }
-            other => {
+            (_, reply) => {
                 self.pending.remove(&stream_id);
-                self.answer(stream_id, other, started);
+                return self.answer(stream_id, reply, started);
             }
+        };
+        if !done {
+            return;
+        }
+        match self.pending.remove(&stream_id).map(|p| p.waits) {
+            Some(Waits::Stats(stats)) => self.finish_stats(stream_id, &stats, started),
+            Some(Waits::Batch(batch)) => self.finish_batch(stream_id, &batch, started),
+            _ => {}
         }
     }
 

@@ -117,11 +117,18 @@ pub struct Room {
 
 impl Room {
     /// Room that never runs out (for connections no budget applies to).
-    pub fn unlimited() -> Room {
+    pub const UNLIMITED: Room = Room {
+        per_connection: usize::MAX,
+        others: 0,
+        per_shard: usize::MAX,
+    };
+
+    /// Room for `per_connection` bytes on a shard with room to spare.
+    #[cfg(test)]
+    pub fn per_connection(per_connection: usize) -> Room {
         Room {
-            per_connection: usize::MAX,
-            others: 0,
-            per_shard: usize::MAX,
+            per_connection,
+            ..Room::UNLIMITED
         }
     }
 
@@ -289,6 +296,6 @@ mod tests {
         assert!(r.admits(SMALL_HOLDING - 1));
         assert!(!r.admits(2 * mib));
         assert!(!r.overflows(SMALL_HOLDING - 1) && r.overflows(mib));
-        assert!(Room::unlimited().admits(usize::MAX - 1));
+        assert!(Room::UNLIMITED.admits(usize::MAX - 1));
     }
 }

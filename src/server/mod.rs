@@ -7,6 +7,7 @@
 //! [`lifecycle`] holds what every connection shares (limits, idleness,
 //! shutdown, buffer accounting).
 
+mod batch;
 mod dispatch;
 mod driver;
 mod grpc;
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub cpus: Vec<usize>,
     pub memory: u64,
     pub max_value: u64,
+    /// Most items in one batch call.
+    pub max_batch: usize,
     /// From --node-id; None means "the address we listen on".
     pub node_id: Option<String>,
     pub max_connections: u32,
@@ -95,6 +98,7 @@ impl NodeConfig {
             cpus,
             memory: args.memory,
             max_value: args.max_value,
+            max_batch: args.max_batch as usize,
             node_id: args.node_id.clone(),
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,

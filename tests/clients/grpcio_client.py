@@ -133,6 +133,20 @@ def scenario(pb, pb_grpc, target):
         res["stats_total_is_sum"] = all(
             getattr(s.total, f) == sum(getattr(sh, f) for sh in s.shards) for f in fields
         )
+
+        # Batch calls (after Stats, whose counts above they would change).
+        items = [pb.Request(group="pyb", key="k%d" % i, value=b"b%d" % i) for i in range(50)]
+        items[3] = pb.Request(group="pyb", key="", value=b"x")
+        r = stub.SetMany(pb.ManyRequest(items=items), timeout=TIMEOUT)
+        res["set_many"] = [[x.stored, x.code] for x in r.results]
+        keys = ["k%d" % i for i in range(50)] + ["absent", "bad\x01key"]
+        r = stub.GetMany(pb.ManyRequest(items=[pb.Request(group="pyb", key=k) for k in keys]), timeout=TIMEOUT)
+        res["get_many"] = [[x.found, x.value.decode("latin-1"), x.code] for x in r.results]
+        res["get_many_bad_message"] = r.results[-1].message
+        r = stub.DeleteMany(
+            pb.ManyRequest(items=[pb.Request(group="pyb", key=k) for k in ["k0", "absent"]]), timeout=TIMEOUT
+        )
+        res["delete_many"] = [x.deleted for x in r.results]
     return res
 
 

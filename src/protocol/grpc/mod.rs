@@ -4,7 +4,9 @@
 //!
 //! - [`streaming`]: the streaming methods and the incremental deframer.
 //! - [`reflection`]: the server reflection service, request → response.
+//! - [`batch`]: the items of GetMany/SetMany/DeleteMany and their response.
 
+pub mod batch;
 pub mod reflection;
 mod status;
 pub mod streaming;
@@ -25,6 +27,10 @@ pub enum Method {
     Stats,
     /// `grpc.health.v1.Health/Check`.
     HealthCheck,
+    /// Batch calls: [`batch`].
+    GetMany,
+    SetMany,
+    DeleteMany,
 }
 
 impl Method {
@@ -35,6 +41,9 @@ impl Method {
             b"/cache.Cache/Delete" => Some(Method::Delete),
             b"/cache.Cache/Stats" => Some(Method::Stats),
             b"/grpc.health.v1.Health/Check" => Some(Method::HealthCheck),
+            b"/cache.Cache/GetMany" => Some(Method::GetMany),
+            b"/cache.Cache/SetMany" => Some(Method::SetMany),
+            b"/cache.Cache/DeleteMany" => Some(Method::DeleteMany),
             _ => None,
         }
     }
@@ -46,6 +55,9 @@ impl Method {
             Method::Delete => "Delete",
             Method::Stats => "Stats",
             Method::HealthCheck => "Health/Check",
+            Method::GetMany => "GetMany",
+            Method::SetMany => "SetMany",
+            Method::DeleteMany => "DeleteMany",
         }
     }
 }

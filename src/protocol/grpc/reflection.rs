@@ -382,7 +382,18 @@ mod tests {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        assert_eq!(methods, ["Get", "Set", "Delete", "Stats"]);
+        assert_eq!(
+            methods,
+            [
+                "Get",
+                "Set",
+                "Delete",
+                "Stats",
+                "GetMany",
+                "SetMany",
+                "DeleteMany"
+            ]
+        );
     }
 
     #[test]
