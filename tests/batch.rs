@@ -292,3 +292,107 @@ fn a_batch_waiting_on_a_stalled_owner_ends_by_its_deadline() {
         n.assert_alive();
     }
 }
+
+/// (status, body) of a request made with a real HTTP client.
+fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Content-Type", "application/json")
+        .body(body.as_bytes().to_vec())
+        .expect("a valid request");
+    let mut resp = agent
+        .run(req)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// POSTs `{"items": items}`; the status and the body (JSON when it is).
+fn post_items(url: &str, items: &[serde_json::Value]) -> (u16, serde_json::Value) {
+    let (status, body) = http(
+        "POST",
+        url,
+        &serde_json::json!({ "items": items }).to_string(),
+    );
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (status, json)
+}
+
+/// Items `{"group": "web", "key": k}`.
+fn web_keys(keys: &[&str]) -> Vec<serde_json::Value> {
+    keys.iter()
+        .map(|k| serde_json::json!({"group": "web", "key": k}))
+        .collect()
+}
+
+#[test]
+fn the_gateway_takes_batches_as_json() {
+    use serde_json::{json, Value};
+    let node = Node::builder()
+        .shards(4)
+        .max_value("1KiB")
+        .args(&["--max-batch", "50"])
+        .start();
+    let url = |p: &str| node.http_url(p);
+    let mut items: Vec<Value> = (0..40)
+        .map(|i| json!({"group": "web", "key": format!("k{i}"), "value": format!("v{i}")}))
+        .collect();
+    items[1] = json!({"group": "web", "key": "bin", "value_base64": "AAH/"});
+    items[2] = json!({"group": "web", "key": ""});
+    items[3] = json!({"group": "web", "key": "big", "value": "x".repeat(2000)});
+    items[4] = json!({"group": "web", "key": "typo", "valeu": "x"});
+    let (status, body) = post_items(&url("/v1/setMany"), &items);
+    assert_eq!(status, 200, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r.len(), 40);
+    assert_eq!(r[0], json!({"stored": true}));
+    assert_eq!(r[1], json!({"stored": true}));
+    assert_eq!(r[2]["error"]["code"], "INVALID_ARGUMENT", "{body}");
+    assert_eq!(r[2]["error"]["status"], 400);
+    assert_eq!(r[3]["error"]["code"], "RESOURCE_EXHAUSTED", "{body}");
+    let typo = r[4]["error"]["message"].as_str().unwrap();
+    assert!(typo.contains("'valeu'"), "{body}");
+
+    // Read back through the gateway, and through gRPC: the same store.
+    let keys = ["k0", "bin", "k39", "missing", "big"];
+    let (status, body) = post_items(&url("/v1/getMany"), &web_keys(&keys));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            {"found": true, "value": "v0"},
+            {"found": true, "value_base64": "AAH/"},
+            {"found": true, "value": "v39"},
+            {"found": false},
+            {"found": false},
+        ])
+    );
+    rt().block_on(async {
+        let mut c = node.client().await;
+        assert_eq!(get(&mut c, "web", "bin").await, Some(vec![0, 1, 255]));
+    });
+
+    let (status, body) = post_items(&url("/v1/deleteMany"), &web_keys(&["k0", "missing"]));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"results": [{"deleted": true}, {"deleted": false}]})
+    );
+
+    // Whole-call errors: what is wrong, with the right status.
+    let (status, body) = http("GET", &url("/v1/getMany"), "");
+    assert_eq!(status, 405, "{body}");
+    let (status, body) = http("POST", &url("/v1/getMany"), "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not valid JSON"), "{body}");
+    let many: Vec<Value> = (0..51).map(|i| json!({"key": format!("k{i}")})).collect();
+    let (status, body) = post_items(&url("/v1/getMany"), &many);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.to_string().contains("--max-batch"), "{body}");
+    node.assert_alive();
+}

@@ -61,12 +61,18 @@ fn requests(limits: Limits, pieces: &[&[u8]]) -> (Vec<Request>, Option<Http1Erro
     let mut d = Decoder::new(limits);
     let r = feed(
         pieces,
-        limits.max_body,
+        limits.max_body.max(limits.max_post_body),
         true,
         |b| d.decode(b),
         |r| r.body.len(),
     );
     for req in &r.0 {
+        assert!(
+            req.body.len() <= limits.max_body_for(&req.method),
+            "{:?} body of {}",
+            req.method,
+            req.body.len()
+        );
         assert!(
             req.target.len() <= limits.max_head,
             "target of {}",
@@ -106,9 +112,11 @@ fuzz_target!(|data: &[u8]| {
         max_head: [16 << 10, 64, 256, 1024][b & 3],
         max_headers: [64, 1, 4, 128][b >> 2 & 3],
         max_body: [4 << 20, 0, 16, 1024][b >> 4 & 3],
+        max_post_body: [4 << 20, 0, 16, 1024][b >> 6 & 3],
     };
     let pieces = chunks(bytes, c.u32(1));
-    let bound = 2 * limits.max_body + 4 * limits.max_head + 16 * bytes.len() + 64 * 1024;
+    let max_body = limits.max_body.max(limits.max_post_body);
+    let bound = 2 * max_body + 4 * limits.max_head + 16 * bytes.len() + 64 * 1024;
 
     let (cut, peak) = peak_during(|| requests(limits, &pieces));
     assert!(peak <= bound, "requests: held {peak} bytes, bound {bound}");

@@ -9,6 +9,7 @@
 //! | `PUT /v1/{group}/{key}[?ttl_ms=N]`, body = value | [`CacheOp::Set`] |
 //! | `DELETE /v1/{group}/{key}` | [`CacheOp::Delete`] |
 //! | `GET`/`HEAD /metrics`, `/healthz`, `/readyz` | [`Route::Metrics`] … |
+//! | `POST /v1/getMany`, `/v1/setMany`, `/v1/deleteMany`, JSON body | [`Route::Batch`] ([`batch`]) |
 //!
 //! The path after `/v1/` is exactly two segments split on a literal `/`,
 //! each then percent-decoded on its own, so a `/` inside a key or group is
@@ -22,10 +23,11 @@
 //! status: 400 bad group/key/ttl/query, 404 unknown path, 405 known path
 //! with another method (with `Allow`), 413 value over `--max-value`.
 
-use crate::protocol::grpc::Code;
+use crate::protocol::grpc::{self, Code};
 use crate::protocol::http1::{self, Method};
 use crate::protocol::{CacheOp, Invalid};
 
+pub mod batch;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,8 @@ pub enum Route {
     /// A cache operation. For a HEAD request the op is `Get`; answer with
     /// `respond(.., head = true, ..)`.
     Cache(CacheOp),
+    /// A batch call; its items are in the body ([`batch::parse`]).
+    Batch(grpc::Method),
     Metrics,
     Healthz,
     Readyz,
@@ -100,6 +104,18 @@ pub fn route(req: &http1::Request, max_value: u64) -> Result<Route, Response> {
             ));
         }
         return Ok(route);
+    }
+    if let Some(m) = batch::method_of(path) {
+        if req.method != Method::Post {
+            return Err(not_allowed(&req.method, "POST"));
+        }
+        if let Some((name, _)) = params(query).next() {
+            return Err(Response::new(
+                400,
+                format!("unknown query parameter '{name}': {path} takes none"),
+            ));
+        }
+        return Ok(Route::Batch(m));
     }
     let Some((group, key)) = path
         .strip_prefix("/v1/")

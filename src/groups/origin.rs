@@ -91,6 +91,7 @@ impl HttpOrigin {
             max_head: 16 << 10,
             max_headers: 64,
             max_body: self.max_body,
+            max_post_body: self.max_body,
         });
         let mut input = BytesMut::with_capacity(16 << 10);
         let mut rbuf = vec![0u8; 64 << 10];

@@ -19,10 +19,59 @@
 
 use super::dispatch::{self, Local};
 use super::lifecycle::Room;
+use super::peer_client::Peers;
 use crate::protocol::grpc::batch::{frame_many_response, ItemResult};
 use crate::protocol::grpc::{Code, Method, Status};
-use crate::shard::Reply;
+use crate::protocol::CacheOp;
+use crate::shard::{Mailbox, Reply, ReplyTo, Shard};
 use bytes::Bytes;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Answers to a connection's own calls come back under tags below this
+/// bit (HTTP/2 stream ids are 31 bits; the gateway counts within 31 bits);
+/// answers to one item of a batch under a part tag, which has it set.
+pub const PART_TAG: u32 = 1 << 31;
+
+/// A connection's batch items waiting elsewhere: part tag → (the tag of
+/// the batch call, item index).
+#[derive(Default)]
+pub struct Parts {
+    map: hashbrown::HashMap<u32, (u32, usize)>,
+    next: u32,
+}
+
+impl Parts {
+    /// A fresh part tag: PART_TAG set, none in use (they wrap after 2^31).
+    pub fn tag(&mut self) -> u32 {
+        loop {
+            let tag = self.next | PART_TAG;
+            self.next = self.next.wrapping_add(1);
+            if !self.map.contains_key(&tag) {
+                return tag;
+            }
+        }
+    }
+
+    /// Item `item` of the call tagged `call` waits for an answer to `tag`.
+    pub fn wait(&mut self, tag: u32, call: u32, item: usize) {
+        self.map.insert(tag, (call, item));
+    }
+
+    /// The (call, item) an answer tagged `tag` is for; None for a tag that
+    /// is no part, or whose call is answered already.
+    pub fn take(&mut self, tag: u32) -> Option<(u32, usize)> {
+        if tag & PART_TAG == 0 {
+            return None;
+        }
+        self.map.remove(&tag)
+    }
+
+    /// The call tagged `call` no longer waits: its late answers are dropped.
+    pub fn forget(&mut self, call: u32) {
+        self.map.retain(|_, (c, _)| *c != call);
+    }
+}
 
 /// An item's result.
 enum Slot {
@@ -64,6 +113,46 @@ impl Batch {
             waiting: items,
             value_bytes: 0,
             limit,
+        }
+    }
+
+    /// Serves every item of the call tagged `call`, each as a single call
+    /// would be (`dispatch`): answers found here fill their slots now; the
+    /// others come back to `mailbox` under part tags recorded in `parts`.
+    /// An item refused beforehand fails with its status. `budget`: the
+    /// connection's room and what it holds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn serve(
+        &mut self,
+        items: impl Iterator<Item = Result<CacheOp, Status>>,
+        call: u32,
+        deadline: Option<Instant>,
+        budget: (Room, usize),
+        (shard, peers): (&Rc<Shard>, &Rc<Peers>),
+        mailbox: &Rc<Mailbox>,
+        parts: &mut Parts,
+    ) {
+        for (i, item) in items.enumerate() {
+            let op = match item {
+                Ok(op) => op,
+                Err(st) => {
+                    self.fail(i, st);
+                    continue;
+                }
+            };
+            let tag = parts.tag();
+            let waits = dispatch::dispatch(
+                shard,
+                peers,
+                op,
+                true,
+                deadline,
+                || ReplyTo::Conn(mailbox.clone(), tag),
+                |local| self.local(i, local, budget),
+            );
+            if waits {
+                parts.wait(tag, call, i);
+            }
         }
     }
 
@@ -170,19 +259,23 @@ impl Batch {
         Ok(())
     }
 
-    /// Appends the framed response. Call once nothing is waiting.
+    /// Appends the framed gRPC response. Call once nothing is waiting.
     pub fn encode(&self, dst: &mut Vec<u8>) {
-        let results = self.slots.iter().map(|s| match s {
+        frame_many_response(self.method, self.results(), dst);
+    }
+
+    /// The results in request order (the gateway encodes them as JSON).
+    pub fn results(&self) -> impl Iterator<Item = ItemResult<'_>> {
+        self.slots.iter().map(|s| match s {
             Slot::Here { at, len } => ItemResult::Value(Some(&self.arena[*at..*at + *len])),
             Slot::Value(v) => ItemResult::Value(Some(v)),
             Slot::Miss => ItemResult::Value(None),
             Slot::Stored => ItemResult::Stored,
             Slot::Deleted(d) => ItemResult::Deleted(*d),
             Slot::Failed(st) => ItemResult::Failed(st),
-            // Not reached: encode is called once nothing waits.
+            // Not reached: results are read once nothing waits.
             Slot::Waiting => ItemResult::Value(None),
-        });
-        frame_many_response(self.method, results, dst);
+        })
     }
 }
 
@@ -249,6 +342,27 @@ mod tests {
         assert!(r[0].found && r[2].found);
         assert_eq!(r[1].code, Code::ResourceExhausted as i32);
         assert!(r[1].message.contains("--conn-buffer"), "{}", r[1].message);
+    }
+
+    #[test]
+    fn part_tags_are_distinct_and_forgotten_with_their_call() {
+        let mut p = Parts::default();
+        let (a, b) = (p.tag(), p.tag());
+        assert!(a != b && a & PART_TAG != 0 && b & PART_TAG != 0);
+        p.wait(a, 7, 0);
+        p.wait(b, 8, 3);
+        assert_eq!(p.take(7), None, "a call's own tag is no part");
+        p.forget(7);
+        assert_eq!(p.take(a), None);
+        assert_eq!(p.take(b), Some((8, 3)));
+        assert_eq!(p.take(b), None);
+        // Wrapping skips the tags still waiting.
+        p.next = u32::MAX >> 1;
+        let c = p.tag();
+        p.wait(c, 1, 0);
+        assert_eq!(p.tag(), PART_TAG);
+        p.next = u32::MAX >> 1;
+        assert_ne!(p.tag(), c);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! the body budget) and served once there is room. Frames are still read
 //! meanwhile: WINDOW_UPDATEs are what drain a full connection.
 
-use super::batch::Batch;
+use super::batch::{Batch, Parts, PART_TAG};
 use super::dispatch::{self, Local};
 use super::driver::{self, Session};
 use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
@@ -194,11 +194,6 @@ enum Waits {
     Batch(Box<Batch>),
 }
 
-/// Answers to a stream's call come back tagged with its stream id (31
-/// bits); answers to one item of a batch call with a part tag, which has
-/// this bit set.
-const PART_TAG: u32 = 1 << 31;
-
 /// A call whose request is still arriving but whose `grpc-timeout` already
 /// runs (from its HEADERS).
 struct Arriving {
@@ -214,10 +209,8 @@ pub struct GrpcSession {
     node: Arc<NodeShared>,
     mailbox: Rc<Mailbox>,
     pending: hashbrown::HashMap<u32, Pending>,
-    /// Batch items waiting elsewhere: part tag → (stream id, item index).
-    parts: hashbrown::HashMap<u32, (u32, usize)>,
-    /// The next part tag to give (always has PART_TAG set).
-    next_part: u32,
+    /// Batch items waiting elsewhere, by part tag (call tag: stream id).
+    parts: Parts,
     /// The budget of the current turn (batch items admit values by it).
     room: Room,
     /// Calls with a deadline whose request body has not all arrived.
@@ -417,8 +410,7 @@ impl GrpcSession {
             node,
             mailbox,
             pending: hashbrown::HashMap::new(),
-            parts: hashbrown::HashMap::new(),
-            next_part: PART_TAG,
+            parts: Parts::default(),
             room: Room::UNLIMITED,
             arriving: hashbrown::HashMap::new(),
             events: Vec::new(),
@@ -689,30 +681,11 @@ impl GrpcSession {
                 Err(st) => return self.send_status(stream_id, &st, started),
             };
         let mut batch = Batch::new(method, items.len(), self.max_message);
+        let items = items.into_iter().map(|r| r.map_err(|e| invalid_status(&e)));
         let budget = (self.room, self.held());
-        for (i, item) in items.into_iter().enumerate() {
-            let op = match item {
-                Ok(op) => op,
-                Err(e) => {
-                    batch.fail(i, invalid_status(&e));
-                    continue;
-                }
-            };
-            let tag = self.part_tag();
-            let mailbox = &self.mailbox;
-            let waits = dispatch::dispatch(
-                &self.shard,
-                &self.peers,
-                op,
-                true,
-                deadline,
-                || ReplyTo::Conn(mailbox.clone(), tag),
-                |local| batch.local(i, local, budget),
-            );
-            if waits {
-                self.parts.insert(tag, (stream_id, i));
-            }
-        }
+        let ends = (&self.shard, &self.peers);
+        let (mailbox, parts) = (&self.mailbox, &mut self.parts);
+        batch.serve(items, stream_id, deadline, budget, ends, mailbox, parts);
         if batch.waiting() == 0 {
             self.finish_batch(stream_id, &batch, started);
         } else {
@@ -723,17 +696,6 @@ impl GrpcSession {
                 waits,
             };
             self.pending.insert(stream_id, p);
-        }
-    }
-
-    /// A fresh part tag: PART_TAG set, none in use (they wrap after 2^31).
-    fn part_tag(&mut self) -> u32 {
-        loop {
-            let tag = self.next_part;
-            self.next_part = self.next_part.wrapping_add(1) | PART_TAG;
-            if !self.parts.contains_key(&tag) {
-                return tag;
-            }
         }
     }
 
@@ -748,7 +710,7 @@ impl GrpcSession {
     fn forget(&mut self, stream_id: u32) {
         if let Some(p) = self.pending.remove(&stream_id) {
             if let Waits::Batch(_) = p.waits {
-                self.parts.retain(|_, (id, _)| *id != stream_id);
+                self.parts.forget(stream_id);
             }
         }
     }
@@ -788,13 +750,10 @@ impl GrpcSession {
     }
 
     fn on_reply(&mut self, tag: u32, reply: Reply) {
-        let (stream_id, item) = if tag & PART_TAG != 0 {
-            match self.parts.remove(&tag) {
-                Some((stream_id, i)) => (stream_id, Some(i)),
-                None => return, // its call was answered already or reset
-            }
-        } else {
-            (tag, None)
+        let (stream_id, item) = match self.parts.take(tag) {
+            Some((stream_id, i)) => (stream_id, Some(i)),
+            None if tag & PART_TAG != 0 => return, // its call is answered or reset
+            None => (tag, None),
         };
         let others = match item {
             Some(_) => self.held(),

@@ -17,6 +17,7 @@
 //! decoding; the last response says `Connection: close`. An idle
 //! connection closes at the first notice.
 
+use super::batch::{Batch, Parts, PART_TAG};
 use super::dispatch::{self, Local};
 use super::driver::{self, Session};
 use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
@@ -25,7 +26,7 @@ use super::NodeShared;
 use crate::cluster::EtcdState;
 use crate::gateway::{self, Outcome, Response, Route};
 use crate::metrics::{self, Guard, Interface, NodeInfo, ReplyStatus, ShardSnapshot};
-use crate::protocol::grpc::Code;
+use crate::protocol::grpc::{self, Code};
 use crate::protocol::http1::{self, Decoder, Limits, Request};
 use crate::protocol::CacheOp;
 use crate::runtime::Stream;
@@ -76,6 +77,9 @@ pub async fn serve(
         let mut c = HttpConn {
             decoder: Decoder::new(Limits {
                 max_body: usize::try_from(max_value).unwrap_or(usize::MAX),
+                // A batch's JSON may take the framing allowance a gRPC
+                // message has.
+                max_post_body: node.config.max_message(),
                 ..Limits::default()
             }),
             max_value,
@@ -89,6 +93,8 @@ pub async fn serve(
             text: String::new(),
             replies: Vec::new(),
             next_tag: 0,
+            parts: Parts::default(),
+            room: Room::UNLIMITED,
             closing: false,
             eof: false,
             input_left: false,
@@ -130,6 +136,8 @@ struct Waiting {
     started: Instant,
     /// A scrape: one snapshot per shard, filled as they answer.
     snapshots: Option<Vec<Option<ShardSnapshot>>>,
+    /// A batch call: its items' results, filled as they answer.
+    batch: Option<Box<Batch>>,
 }
 
 struct HttpConn {
@@ -147,7 +155,12 @@ struct HttpConn {
     /// Reused for /metrics, and for the replies of one drain.
     text: String,
     replies: Vec<(u32, Reply)>,
+    /// The tag of the next waiting request (31 bits: see batch::PART_TAG).
     next_tag: u32,
+    /// Batch items waiting elsewhere, by part tag.
+    parts: Parts,
+    /// The budget of the current turn (batch items admit values by it).
+    room: Room,
     /// No request is decoded any more: the last one asked to close, or
     /// could not be decoded.
     closing: bool,
@@ -167,6 +180,7 @@ struct HttpConn {
 
 impl Session for HttpConn {
     fn on_input(&mut self, input: &mut BytesMut, room: Room, now: Instant) -> bool {
+        self.room = room;
         if !self.partial() {
             self.request_started = now;
         }
@@ -180,7 +194,8 @@ impl Session for HttpConn {
         self.eof = true;
     }
 
-    fn on_wake(&mut self, _room: Room, now: Instant) {
+    fn on_wake(&mut self, room: Room, now: Instant) {
+        self.room = room;
         let mut replies = std::mem::take(&mut self.replies);
         self.mailbox.drain_into(&mut replies);
         for (tag, reply) in replies.drain(..) {
@@ -232,7 +247,7 @@ impl Session for HttpConn {
     }
 
     fn held(&self) -> usize {
-        self.out.len() + self.parked
+        self.out.len() + self.parked + self.batch_values()
     }
 
     fn wants_input(&self, room: Room) -> bool {
@@ -263,6 +278,24 @@ impl Session for HttpConn {
 }
 
 impl HttpConn {
+    /// Value bytes held by waiting batch calls.
+    fn batch_values(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|s| match s {
+                Slot::Waiting(Waiting { batch: Some(b), .. }) => b.held(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// A tag for a request that waits (31 bits, never a part tag).
+    fn call_tag(&mut self) -> u32 {
+        let tag = self.next_tag;
+        self.next_tag = tag.wrapping_add(1) & !PART_TAG;
+        tag
+    }
+
     /// True when part of a request has arrived (head or body).
     fn partial(&self) -> bool {
         self.input_left || !self.decoder.is_between_requests()
@@ -356,7 +389,80 @@ impl HttpConn {
             }
             Ok(Route::Metrics) => self.start_scrape(head, keep_alive, started),
             Ok(Route::Cache(c)) => self.cache(c, head, keep_alive, method, started),
+            Ok(Route::Batch(m)) => self.batch(m, &req, method, started),
         }
+    }
+
+    /// A batch call: each item is dispatched like a single request; the
+    /// JSON response goes out once every item is answered.
+    fn batch(&mut self, m: grpc::Method, req: &Request, method: metrics::Method, started: Instant) {
+        let keep_alive = req.keep_alive;
+        let node = self.node.clone();
+        let config = &node.config;
+        let items = match gateway::batch::parse(m, &req.body, config.max_batch, config.max_value) {
+            Ok(items) => items,
+            Err(r) => {
+                return self.respond(method, started, |out, ka| {
+                    r.encode(out, false, keep_alive && ka);
+                    r.status
+                })
+            }
+        };
+        let call = self.call_tag();
+        let mut batch = Batch::new(m, items.len(), config.max_message());
+        let items = items
+            .into_iter()
+            .map(|r| r.map_err(|e| gateway::batch::item_status(&e)));
+        let budget = (self.room, self.held());
+        let ends = (&self.shard, &self.peers);
+        let (mailbox, parts) = (&self.mailbox, &mut self.parts);
+        batch.serve(items, call, None, budget, ends, mailbox, parts);
+        if batch.waiting() == 0 {
+            return self.respond(method, started, |out, ka| {
+                gateway::batch::respond(out, batch.results(), keep_alive && ka)
+            });
+        }
+        self.queue.push_back(Slot::Waiting(Waiting {
+            tag: call,
+            head: false,
+            keep_alive,
+            method,
+            started,
+            snapshots: None,
+            batch: Some(Box::new(batch)),
+        }));
+    }
+
+    /// An answer to item `item` of the batch call tagged `call`.
+    fn on_part(&mut self, call: u32, item: usize, reply: Reply) {
+        let held = self.held();
+        let room = self.room;
+        let Some((i, w)) = self.waiting(call) else {
+            return;
+        };
+        let Some(b) = &mut w.batch else {
+            return;
+        };
+        let others = held - b.held();
+        b.reply(item, reply, (room, others));
+        if b.waiting() > 0 {
+            return;
+        }
+        let Some(b) = w.batch.take() else {
+            return;
+        };
+        self.complete(i, |out, ka| gateway::batch::respond(out, b.results(), ka));
+    }
+
+    /// The waiting slot answers tagged `tag` are for, and its place.
+    fn waiting(&mut self, tag: u32) -> Option<(usize, &mut Waiting)> {
+        self.queue
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, s)| match s {
+                Slot::Waiting(w) if w.tag == tag => Some((i, w)),
+                _ => None,
+            })
     }
 
     fn cache(
@@ -367,8 +473,7 @@ impl HttpConn {
         method: metrics::Method,
         started: Instant,
     ) {
-        let tag = self.next_tag;
-        self.next_tag = tag.wrapping_add(1);
+        let tag = self.call_tag();
         // Served here: encoded at once, straight from the store's bytes.
         let ka = keep_alive && !(self.last_one());
         let direct = self.queue.is_empty();
@@ -407,6 +512,7 @@ impl HttpConn {
                 method,
                 started,
                 snapshots: None,
+                batch: None,
             }));
             return;
         }
@@ -425,8 +531,7 @@ impl HttpConn {
         if let Some(s) = snapshots.get_mut(me) {
             *s = Some(self.shard.snapshot());
         }
-        let tag = self.next_tag;
-        self.next_tag = tag.wrapping_add(1);
+        let tag = self.call_tag();
         for other in (0..n).filter(|&i| i != me) {
             let to = ReplyTo::Conn(self.mailbox.clone(), tag);
             self.shard.submit(other, Op::Metrics, to);
@@ -438,6 +543,7 @@ impl HttpConn {
             method: metrics::Method::Metrics,
             started,
             snapshots: Some(snapshots),
+            batch: None,
         }));
         if n == 1 {
             let i = self.queue.len() - 1;
@@ -446,15 +552,10 @@ impl HttpConn {
     }
 
     fn on_reply(&mut self, tag: u32, reply: Reply) {
-        let found = self
-            .queue
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, s)| match s {
-                Slot::Waiting(w) if w.tag == tag => Some((i, w)),
-                _ => None,
-            });
-        let Some((i, w)) = found else {
+        if let Some((call, item)) = self.parts.take(tag) {
+            return self.on_part(call, item, reply);
+        }
+        let Some((i, w)) = self.waiting(tag) else {
             return;
         };
         let head = w.head;
@@ -620,6 +721,7 @@ fn metric_method(route: &Result<Route, Response>, req: &Request) -> metrics::Met
             CacheOp::Set { .. } => metrics::Method::Set,
             CacheOp::Delete { .. } => metrics::Method::Delete,
         },
+        Ok(Route::Batch(m)) => (*m).into(),
         Ok(Route::Metrics) => metrics::Method::Metrics,
         Ok(Route::Healthz | Route::Readyz) => metrics::Method::Health,
         Err(_) if req.target.contains("/v1/") => match req.method {

@@ -111,7 +111,13 @@ impl Decoder {
         let body = match &mut self.state {
             State::Head { .. } => None,
             State::Fixed { len, .. } => (buf.len() >= *len).then(|| buf.split_to(*len).freeze()),
-            State::Chunked { body, .. } => body.decode(buf, &self.limits)?,
+            State::Chunked { body, req } => {
+                let limits = Limits {
+                    max_body: self.limits.max_body_for(&req.method),
+                    ..self.limits
+                };
+                body.decode(buf, &limits)?
+            }
             State::Failed(e) => return Err(e.clone()),
         };
         let Some(body) = body else {
@@ -291,13 +297,11 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<(Request, Framing, bool), 
         }
         (false, Some(0) | None) => Framing::Empty,
         (false, Some(len)) => {
-            if len > limits.max_body as u64 {
+            let max_body = limits.max_body_for(&req.method);
+            if len > max_body as u64 {
                 return Err(Http1Error::new(
                     413,
-                    format!(
-                        "body of {len} bytes exceeds the limit of {} bytes",
-                        limits.max_body
-                    ),
+                    format!("body of {len} bytes exceeds the limit of {max_body} bytes"),
                 ));
             }
             Framing::Length(len as usize)

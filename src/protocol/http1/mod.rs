@@ -41,6 +41,19 @@ pub struct Limits {
     pub max_headers: usize,
     /// Body bytes after de-chunking; more is 413, detected before buffering.
     pub max_body: usize,
+    /// The same for POST requests (the gateway's batch calls carry many
+    /// values in one body; a PUT carries one).
+    pub max_post_body: usize,
+}
+
+impl Limits {
+    /// The body limit of a request with this method.
+    pub fn max_body_for(&self, method: &Method) -> usize {
+        match method {
+            Method::Post => self.max_post_body,
+            _ => self.max_body,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -49,6 +62,7 @@ impl Default for Limits {
             max_head: 16 << 10,
             max_headers: 64,
             max_body: 4 << 20,
+            max_post_body: 4 << 20,
         }
     }
 }

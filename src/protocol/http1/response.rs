@@ -214,6 +214,7 @@ mod tests {
             max_head: 4096,
             max_headers: 64,
             max_body: 1 << 20,
+            max_post_body: 1 << 20,
         }
     }
 

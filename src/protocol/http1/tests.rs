@@ -10,6 +10,7 @@ fn limits() -> Limits {
         max_head: 1024,
         max_headers: 16,
         max_body: 1 << 20,
+        max_post_body: 1 << 20,
     }
 }
 
@@ -447,6 +448,7 @@ fn garbage_never_panics() {
         max_head: 256,
         max_headers: 8,
         max_body: 512,
+        max_post_body: 512,
     };
     for round in 0..4000 {
         let input: Vec<u8> = match round % 3 {
@@ -562,4 +564,27 @@ fn encodes_responses() {
     };
     assert_eq!((resp.code, resp.reason), (Some(201), Some("Created")));
     assert_eq!(&out[n..], b"body");
+}
+
+#[test]
+fn post_bodies_have_their_own_limit() {
+    let lim = Limits {
+        max_body: 4,
+        max_post_body: 10,
+        ..limits()
+    };
+    let decode = |input: &str| {
+        let mut d = Decoder::new(lim);
+        d.decode(&mut BytesMut::from(input.as_bytes()))
+    };
+    let put = "PUT /v1/g/k HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n12345678";
+    assert_eq!(decode(put).unwrap_err().status, 413);
+    let post = "POST /v1/getMany HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n12345678";
+    assert_eq!(&decode(post).unwrap().unwrap().body[..], b"12345678");
+    let chunked = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n0\r\n\r\n";
+    assert_eq!(decode(chunked).unwrap().unwrap().body.len(), 8);
+    let too_long = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n";
+    assert_eq!(decode(too_long).unwrap_err().status, 413);
+    let chunked_put = chunked.replace("POST", "PUT");
+    assert_eq!(decode(&chunked_put).unwrap_err().status, 413);
 }
