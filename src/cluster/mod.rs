@@ -14,13 +14,13 @@
 //! read (the latest ring, the etcd session state) lives in `Shared`,
 //! touched on membership changes and state transitions only.
 //!
-//! - `ring.rs`: the consistent-hash ring and its byte layouts.
+//! - the consistent-hash ring and its byte layouts: the `shardcache-routing`
+//!   crate (`routing/`), shared with clients that route keys themselves.
 //! - `etcd.rs`: registration, keep-alive, watch, failure handling.
 
 mod etcd;
-pub mod ring;
 
-pub use ring::{Member, Ring};
+pub use shardcache_routing::{Member, Ring};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};

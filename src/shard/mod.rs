@@ -37,7 +37,6 @@ use crate::runtime::{self, MeshSender};
 use crate::store::{SetError, Store, StoreStats};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -112,35 +111,26 @@ pub enum Location {
     Node(SocketAddr),
 }
 
-/// Maps (group, key) to a shard. Seeds are fixed so every shard agrees; the
-/// function differs from the store's map hash (random seeds) and from the
-/// cluster ring's hash, so keys spread evenly at every level.
+/// Maps (group, key) to a shard: XXH3 under a fixed seed, so every shard
+/// and every client agrees; a different function from the store's map hash
+/// (random seeds) and from the cluster ring's hash (another seed), so keys
+/// spread evenly at every level.
 #[derive(Clone)]
 pub struct Router {
-    hasher: ahash::RandomState,
     shards: usize,
 }
 
 impl Router {
     pub fn new(shards: usize) -> Router {
         Router {
-            hasher: ahash::RandomState::with_seeds(
-                0x7368_6172_6463_6163,
-                0x6865_2d72_6f75_7465,
-                0x9e37_79b9_7f4a_7c15,
-                0x2545_f491_4f6c_dd1d,
-            ),
             shards: shards.max(1),
         }
     }
 
+    /// The home shard of (group, key): `shardcache_routing::shard_of`, the
+    /// function clients that reach a shard directly use too.
     pub fn shard_of(&self, group: &[u8], key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        h.write_usize(group.len());
-        h.write(group);
-        h.write(key);
-        // Multiply-shift maps the hash onto 0..shards without a division.
-        ((u128::from(h.finish()) * self.shards as u128) >> 64) as usize
+        shardcache_routing::shard_of(group, key, self.shards)
     }
 }
 

@@ -31,17 +31,14 @@
 //! none; [`Ring::with_local`] always has this node), so [`Ring::owner`]
 //! needs no failure case on the request path.
 
+use super::hash_key;
 use std::net::SocketAddr;
-use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Seed of the members' points ("shardcac" in ASCII).
 pub const SEED_NODES: u64 = 0x7368_6172_6463_6163;
 /// Seed of the keys' positions ("ringkeys" in ASCII).
 pub const SEED_KEYS: u64 = 0x7269_6e67_6b65_7973;
-
-/// Keys and groups up to this size are hashed from a stack copy in one call;
-/// longer ones through the streaming hasher (same result, no allocation).
-const INLINE_KEY: usize = 256;
 
 /// One node of the cluster as the ring knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,21 +125,7 @@ impl Ring {
 
     /// The position of (group, key) on the ring.
     pub fn key_hash(group: &[u8], key: &[u8]) -> u64 {
-        let len = (group.len() as u64).to_le_bytes();
-        let total = 8 + group.len() + key.len();
-        if total <= INLINE_KEY {
-            let mut buf = [0u8; INLINE_KEY];
-            buf[..8].copy_from_slice(&len);
-            buf[8..8 + group.len()].copy_from_slice(group);
-            buf[8 + group.len()..total].copy_from_slice(key);
-            xxh3_64_with_seed(&buf[..total], SEED_KEYS)
-        } else {
-            let mut h = Xxh3::with_seed(SEED_KEYS);
-            h.update(&len);
-            h.update(group);
-            h.update(key);
-            h.digest()
-        }
+        hash_key(group, key, SEED_KEYS)
     }
 
     /// Index into [`Ring::members`] of the owner of (group, key).

@@ -1,4 +1,6 @@
 use super::*;
+use crate::INLINE_KEY;
+use xxhash_rust::xxh3::Xxh3;
 
 fn member(addr: &str) -> Member {
     Member {
