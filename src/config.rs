@@ -59,6 +59,13 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7071", value_parser = parse_http)]
     pub http: HttpListen,
 
+    /// Per-shard gRPC ports: shard i also listens on port BASE+i of the
+    /// --listen address, so a client that knows a key's shard (the Topology
+    /// call, shardcache-routing) reaches its core without a hand-off. `off`
+    /// (the default) or a port 1-65535.
+    #[arg(long = "shard-ports", default_value = "off", value_parser = parse_shard_ports)]
+    pub shard_ports: ShardPorts,
+
     /// Number of shards (one pinned thread each). Default: the CPUs this
     /// process may run on. More shards than CPUs is allowed.
     #[arg(long, value_parser = parse_shards)]
@@ -194,6 +201,10 @@ pub struct GroupConfig {
     /// How long a "not found" from the origin is remembered; zero = not at all.
     pub negative_ttl: Duration,
 }
+
+/// The `--shard-ports` setting: the first shard's port, or `off` (None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardPorts(pub Option<u16>);
 
 /// The `--http` setting: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -621,6 +632,18 @@ fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_shard_ports(s: &str) -> Result<ShardPorts, String> {
+    match s {
+        "off" => Ok(ShardPorts(None)),
+        _ => match s.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(ShardPorts(Some(p))),
+            _ => Err(format!(
+                "'{s}' is not a port between 1 and 65535 (or off) for the first shard port"
+            )),
+        },
+    }
 }
 
 fn parse_shards(s: &str) -> Result<usize, String> {

@@ -6,7 +6,6 @@
 mod common;
 
 use common::cluster::{ring_of, rt, static_cluster};
-use common::prom::{self, Exposition};
 use common::*;
 use tonic::transport::Channel;
 
@@ -24,17 +23,6 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
 
 fn value_of(key: &str) -> Vec<u8> {
     format!("value-of-{key}").into_bytes()
-}
-
-fn scrape(n: &Node) -> Exposition {
-    let mut resp = ureq::get(&n.http_url("/metrics")).call().unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-/// A counter summed over all its series.
-fn total(e: &Exposition, name: &str) -> f64 {
-    e.named(name).iter().map(|s| s.value).sum()
 }
 
 async fn get_many(c: &mut CacheClient<Channel>, ks: &[String]) -> Vec<pb::GetResult> {

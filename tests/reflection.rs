@@ -123,6 +123,11 @@ fn reflection_lists_and_describes_on_one_stream() {
                     ".cache.ManyRequest",
                     ".cache.DeleteManyResponse"
                 ),
+                (
+                    "Topology",
+                    ".cache.TopologyRequest",
+                    ".cache.TopologyResponse"
+                ),
             ]
         );
 

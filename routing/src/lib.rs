@@ -14,6 +14,11 @@
 mod ring;
 mod shard;
 
+/// The name of this placement (ring and shard hash), as the server's
+/// Topology call reports it: a client that finds another name must not
+/// route by this crate.
+pub const LAYOUT: &str = "xxh3-v1";
+
 pub use ring::{Member, Ring, SEED_KEYS, SEED_NODES};
 pub use shard::{shard_of, SEED_SHARDS};
 

@@ -147,10 +147,11 @@ pub enum Method {
     GetMany = 7,
     SetMany = 8,
     DeleteMany = 9,
+    Topology = 10,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Get,
         Method::Set,
         Method::Delete,
@@ -161,6 +162,7 @@ impl Method {
         Method::GetMany,
         Method::SetMany,
         Method::DeleteMany,
+        Method::Topology,
     ];
 
     pub fn label(self) -> &'static str {
@@ -175,6 +177,7 @@ impl Method {
             Method::GetMany => "get_many",
             Method::SetMany => "set_many",
             Method::DeleteMany => "delete_many",
+            Method::Topology => "topology",
         }
     }
 }
@@ -190,6 +193,7 @@ impl From<grpc::Method> for Method {
             grpc::Method::GetMany => Method::GetMany,
             grpc::Method::SetMany => Method::SetMany,
             grpc::Method::DeleteMany => Method::DeleteMany,
+            grpc::Method::Topology => Method::Topology,
         }
     }
 }

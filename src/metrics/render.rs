@@ -302,7 +302,7 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
     w.family(
         "shardcache_handoffs_total",
         "counter",
-        "Requests handed by a shard to another shard of this node.",
+        "Cache calls (from clients and peers) handed by a shard to the key's shard on this node.",
     );
     for (s, id) in shards.iter().zip(&ids) {
         w.sample(

@@ -558,20 +558,15 @@ impl GrpcSession {
         match call.method {
             Method::Stats => return self.start_stats(stream_id, payload, deadline, started),
             Method::HealthCheck => return self.health_check(stream_id, payload, started),
+            Method::Topology => return self.topology(stream_id, payload, started),
             Method::GetMany | Method::SetMany | Method::DeleteMany => {
                 return self.start_batch(stream_id, call.method, payload, deadline, started)
             }
             Method::Get | Method::Set | Method::Delete => {}
         }
-        let req = match proto::Request::decode(payload) {
+        let req: proto::Request = match decode(payload, "Request") {
             Ok(r) => r,
-            Err(e) => {
-                let st = Status::new(
-                    Code::InvalidArgument,
-                    format!("malformed Request message: {e}"),
-                );
-                return self.send_status(stream_id, &st, started);
-            }
+            Err(st) => return self.send_status(stream_id, &st, started),
         };
         let op = match call.method {
             Method::Get => CacheOp::Get {
@@ -636,11 +631,7 @@ impl GrpcSession {
         deadline: Option<Instant>,
         started: Started,
     ) {
-        if let Err(e) = proto::StatsRequest::decode(payload) {
-            let st = Status::new(
-                Code::InvalidArgument,
-                format!("malformed StatsRequest message: {e}"),
-            );
+        if let Err(st) = decode::<proto::StatsRequest>(payload, "StatsRequest") {
             return self.send_status(stream_id, &st, started);
         }
         let n = self.shard.shard_count();
@@ -715,21 +706,44 @@ impl GrpcSession {
         }
     }
 
+    /// Where keys live: the ring this shard routes by, and this node's
+    /// shards and shard ports.
+    fn topology(&mut self, stream_id: u32, payload: Bytes, started: Started) {
+        if let Err(st) = decode::<proto::TopologyRequest>(payload, "TopologyRequest") {
+            return self.send_status(stream_id, &st, started);
+        }
+        let ring = self.shard.ring();
+        let config = &self.node.config;
+        let resp = proto::TopologyResponse {
+            epoch: ring.epoch(),
+            vnodes: config.vnodes,
+            members: ring
+                .members()
+                .iter()
+                .map(|m| proto::TopologyMember {
+                    node_id: m.node_id.clone(),
+                    addr: m.addr.to_string(),
+                    shards: m.shards,
+                })
+                .collect(),
+            layout: shardcache_routing::LAYOUT.to_string(),
+            node_id: self.node.node_id.clone(),
+            addr: self.node.advertise.to_string(),
+            shards: config.shards as u32,
+            shard_port_base: config.shard_ports.map_or(0, u32::from),
+        };
+        self.reply_message(stream_id, &resp, started);
+    }
+
     /// gRPC health: the node ("") and `cache.Cache` are SERVING until
     /// shutdown starts, NOT_SERVING while draining; other names NOT_FOUND.
     fn health_check(&mut self, stream_id: u32, payload: Bytes, started: Started) {
         use proto::health::{
             health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
         };
-        let req = match HealthCheckRequest::decode(payload) {
+        let req: HealthCheckRequest = match decode(payload, "HealthCheckRequest") {
             Ok(r) => r,
-            Err(e) => {
-                let st = Status::new(
-                    Code::InvalidArgument,
-                    format!("malformed HealthCheckRequest message: {e}"),
-                );
-                return self.send_status(stream_id, &st, started);
-            }
+            Err(st) => return self.send_status(stream_id, &st, started),
         };
         if !matches!(req.service.as_str(), "" | "cache.Cache") {
             let st = Status::new(Code::NotFound, format!("unknown service '{}'", req.service));
@@ -884,6 +898,16 @@ pub(super) fn invalid_status(e: &Invalid) -> Status {
         Invalid::ValueTooLarge { .. } => Code::ResourceExhausted,
     };
     Status::new(code, e.to_string())
+}
+
+/// A request message, or INVALID_ARGUMENT naming its type.
+fn decode<M: Message + Default>(payload: Bytes, name: &str) -> Result<M, Status> {
+    M::decode(payload).map_err(|e| {
+        Status::new(
+            Code::InvalidArgument,
+            format!("malformed {name} message: {e}"),
+        )
+    })
 }
 
 fn deadline_exceeded() -> Status {

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The HTTP gateway's address; None when `--http off`.
     pub http: Option<SocketAddr>,
+    /// --shard-ports: shard i also listens on this port + i.
+    pub shard_ports: Option<u16>,
     pub shards: usize,
     pub cpus: Vec<usize>,
     pub memory: u64,
@@ -94,6 +96,7 @@ impl NodeConfig {
         NodeConfig {
             listen: args.listen,
             http: args.http.addr(),
+            shard_ports: args.shard_ports.0,
             shards,
             cpus,
             memory: args.memory,
@@ -358,6 +361,41 @@ fn reserve_http(
     Ok(Some((reservation, bound)))
 }
 
+/// Reserves the per-shard ports (--shard-ports BASE: BASE+i for shard i on
+/// the gRPC address), refusing ones past 65535, ones the gRPC or gateway
+/// address uses, and ones another process accepts on.
+fn reserve_shard_ports(
+    base: Option<u16>,
+    shards: usize,
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
+) -> Result<Vec<socket2::Socket>, String> {
+    let Some(base) = base else {
+        return Ok(Vec::new());
+    };
+    let last = u32::from(base) + shards as u32 - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(format!(
+            "--shard-ports {base}: {shards} shards need ports {base}-{last}, past 65535"
+        ));
+    }
+    let ports = u32::from(base)..=last;
+    for (what, taken) in [("--listen", Some(grpc)), ("--http", http)] {
+        if let Some(t) = taken.filter(|t| ports.contains(&u32::from(t.port()))) {
+            return Err(format!(
+                "--shard-ports {base}: ports {base}-{last} include {what} {t}; \
+                 give the shard ports a range of their own"
+            ));
+        }
+    }
+    ports
+        .map(|p| {
+            let addr = SocketAddr::new(grpc.ip(), p as u16);
+            reserve(addr, "--shard-ports ").map(|(socket, _)| socket)
+        })
+        .collect()
+}
+
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
 pub fn run(config: NodeConfig) -> Result<(), String> {
@@ -401,6 +439,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
     let http_reservation = reserve_http(config.http, addr)?;
     let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
     let shards = config.shards;
+    let shard_reservations = reserve_shard_ports(config.shard_ports, shards, addr, http_addr)?;
     let (advertise, node_id) = config.identity(addr)?;
     let mut specs = config.group_specs()?;
     specs.extend(hooks.loaders);
@@ -486,7 +525,10 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
             .next()
             .ok_or_else(|| "one ring receiver per shard".to_string())?;
         let thread = runtime::spawn_shard(&format!("shard-{i}"), cpu, spin, move || async move {
-            let addrs = (addr, http_addr);
+            let addrs = Addrs {
+                grpc: addr,
+                http: http_addr,
+            };
             if let Err(e) = run_shard(node, mesh, addrs, cpu, (ring, ring_rx), &bound_tx).await {
                 let _ = bound_tx.send(Err(e));
             }
@@ -505,8 +547,16 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
     // Every shard listens now; the placeholder sockets can let go of the ports.
     drop(reservation);
     drop(http_reservation);
+    drop(shard_reservations);
     node.listening.store(true, Ordering::SeqCst);
     tracing::info!("listening on {addr}");
+    if let Some(base) = node.config.shard_ports {
+        let last = u32::from(base) + shards as u32 - 1;
+        tracing::info!(
+            "shard ports {base}-{last} on {} (shard i on {base}+i)",
+            addr.ip()
+        );
+    }
     let status = match http_addr {
         Some(h) => {
             tracing::info!("http gateway listening on {h}");
@@ -579,10 +629,20 @@ fn watchdog(node: &NodeShared, interval: Duration) {
     }
 }
 
+/// The addresses every shard binds (SO_REUSEPORT, shared by all shards).
+#[derive(Clone, Copy)]
+struct Addrs {
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
+}
+
 async fn run_shard(
     node: Arc<NodeShared>,
     mesh: Mesh<Batch>,
-    (addr, http_addr): (SocketAddr, Option<SocketAddr>),
+    Addrs {
+        grpc: addr,
+        http: http_addr,
+    }: Addrs,
     cpu: usize,
     (ring, rings): (Arc<cluster::Ring>, RingReceiver),
     bound: &mpsc::Sender<Result<usize, String>>,
@@ -627,6 +687,17 @@ async fn run_shard(
         }
         None => None,
     };
+    // This shard's own port: its connections are this shard's alone.
+    let own_listener = match node.config.shard_ports {
+        Some(base) => {
+            let a = SocketAddr::new(addr.ip(), base + id as u16);
+            Some(
+                Listener::bind(a)
+                    .map_err(|e| format!("shard {id} cannot bind --shard-ports {a}: {e}"))?,
+            )
+        }
+        None => None,
+    };
 
     for (peer, rx) in rx.into_peers() {
         let handed_over = peers.clone();
@@ -654,11 +725,12 @@ async fn run_shard(
     ));
     // One wake-up flag per accept loop: a Notify has a single waiter.
     let (stop_grpc, stop_http) = (Rc::new(Notify::default()), Rc::new(Notify::default()));
+    let stop_own = Rc::new(Notify::default());
     runtime::spawn(housekeeping(
         node.clone(),
         shard.clone(),
         peers.clone(),
-        vec![stop_grpc.clone(), stop_http.clone()],
+        vec![stop_grpc.clone(), stop_http.clone(), stop_own.clone()],
     ));
 
     tracing::info!(
@@ -670,18 +742,23 @@ async fn run_shard(
     );
     let _ = bound.send(Ok(id));
     let settings = node.config.http2_settings();
-    let grpc = accept_loop(listener, &stop_grpc, &node, id, |stream, refuse, guard| {
-        runtime::spawn(grpc::serve(
-            stream,
-            shard.clone(),
-            peers.clone(),
-            node.clone(),
-            conns.clone(),
-            settings.clone(),
-            refuse,
-            guard,
-        ))
-    });
+    let serve_grpc = |(shard, peers, node, conns): (Rc<Shard>, _, Arc<NodeShared>, _)| {
+        let settings = settings.clone();
+        move |stream, refuse, guard| {
+            runtime::spawn(grpc::serve(
+                stream,
+                Rc::clone(&shard),
+                Rc::clone(&peers),
+                Arc::clone(&node),
+                Rc::clone(&conns),
+                settings.clone(),
+                refuse,
+                guard,
+            ))
+        }
+    };
+    let parts = (shard.clone(), peers.clone(), node.clone(), conns.clone());
+    let grpc = accept_loop(listener, &stop_grpc, &node, id, serve_grpc(parts.clone()));
     // The gateway's accept loop is a task of its own, not a future beside
     // the gRPC one in this task: glommio's accept adds a waker to its
     // pending request each time it is polled, so every gRPC accept would
@@ -712,8 +789,23 @@ async fn run_shard(
         }
         None => gateway_done.notify(),
     }
+    // The shard's own port, served like the shared gRPC port (a task of
+    // its own for the same reason as the gateway's).
+    let own_done = Rc::new(Notify::default());
+    match own_listener {
+        Some(l) => {
+            let (stop, done, node) = (stop_own.clone(), own_done.clone(), node.clone());
+            let serve = serve_grpc(parts);
+            runtime::spawn(async move {
+                accept_loop(l, &stop, &node, id, serve).await;
+                done.notify();
+            });
+        }
+        None => own_done.notify(),
+    }
     grpc.await;
     gateway_done.notified().await;
+    own_done.notified().await;
     // Shutdown: the listeners are closed; ask every connection to finish
     // (GOAWAY, or Connection: close), wait until they have, then until
     // every shard has (cross-core calls need their owners alive).

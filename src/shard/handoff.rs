@@ -41,7 +41,11 @@ impl Shard {
     }
 
     fn send(&self, to: usize, op: Op, token: u64) {
-        self.metrics.borrow_mut().handoffs_sent(1);
+        // Counted: the calls of clients and peers. Not: invalidations and
+        // the Stats and /metrics fan-out, which are not calls on a key.
+        if matches!(op, Op::Cache { .. }) {
+            self.metrics.borrow_mut().handoffs_sent(1);
+        }
         self.outbox[to].borrow_mut().requests.push((token, op));
         self.outbox_ready[to].notify();
     }

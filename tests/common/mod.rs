@@ -1482,3 +1482,17 @@ pub mod h2raw {
         }
     }
 }
+
+/// A scrape of `n`'s `/metrics`, parsed (panics with the text if it does not parse).
+pub fn scrape(n: &Node) -> prom::Exposition {
+    let mut resp = ureq::get(&n.http_url("/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let text = resp.body_mut().read_to_string().unwrap();
+    prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// A counter summed over all its series.
+pub fn total(e: &prom::Exposition, name: &str) -> f64 {
+    e.named(name).iter().map(|s| s.value).sum()
+}

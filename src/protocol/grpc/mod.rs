@@ -31,6 +31,7 @@ pub enum Method {
     GetMany,
     SetMany,
     DeleteMany,
+    Topology,
 }
 
 impl Method {
@@ -44,6 +45,7 @@ impl Method {
             b"/cache.Cache/GetMany" => Some(Method::GetMany),
             b"/cache.Cache/SetMany" => Some(Method::SetMany),
             b"/cache.Cache/DeleteMany" => Some(Method::DeleteMany),
+            b"/cache.Cache/Topology" => Some(Method::Topology),
             _ => None,
         }
     }
@@ -58,6 +60,7 @@ impl Method {
             Method::GetMany => "GetMany",
             Method::SetMany => "SetMany",
             Method::DeleteMany => "DeleteMany",
+            Method::Topology => "Topology",
         }
     }
 }

@@ -391,7 +391,8 @@ mod tests {
                 "Stats",
                 "GetMany",
                 "SetMany",
-                "DeleteMany"
+                "DeleteMany",
+                "Topology"
             ]
         );
     }
