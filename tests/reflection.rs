@@ -128,6 +128,11 @@ fn reflection_lists_and_describes_on_one_stream() {
                     ".cache.TopologyRequest",
                     ".cache.TopologyResponse"
                 ),
+                (
+                    "WatchTopology",
+                    ".cache.TopologyRequest",
+                    ".cache.TopologyResponse"
+                ),
             ]
         );
 

@@ -213,3 +213,70 @@ fn shard_ports_that_cannot_work_are_refused_at_start_up() {
     let err = refused(&["serve", "--shard-ports", "0"]);
     assert!(err.contains("--shard-ports"), "{err}");
 }
+
+/// The next topology the watch sends with `members` members (earlier ones
+/// are skipped), and how long it took.
+async fn expect(
+    stream: &mut tonic::Streaming<pb::TopologyResponse>,
+    members: usize,
+    what: &str,
+) -> (pb::TopologyResponse, std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no topology with {members} members: {what}"))
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+            .unwrap_or_else(|| panic!("{what}: the watch ended"));
+        if msg.members.len() == members {
+            return (msg, t0.elapsed());
+        }
+    }
+}
+
+#[test]
+fn watchers_hear_of_every_ring_change() {
+    use common::etcd::Etcd;
+    let etcd = Etcd::start();
+    let prefix = format!("/shardcache-test-{}/watch/", std::process::id());
+    let node = |id: &str| {
+        Node::builder()
+            .node_id(id)
+            .shards(2)
+            .args(&[
+                "--etcd",
+                &etcd.endpoint(),
+                "--etcd-prefix",
+                &prefix,
+                "--lease-ttl",
+                "2s",
+            ])
+            .start()
+    };
+    let a = node("watch-a");
+    rt().block_on(async {
+        let mut c = a.client().await;
+        let mut stream = c
+            .watch_topology(pb::TopologyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let (first, _) = expect(&mut stream, 1, "at once").await;
+        assert_eq!(first.node_id, "watch-a");
+        let b = node("watch-b");
+        let (joined, took) = expect(&mut stream, 2, "after watch-b joined").await;
+        assert!(
+            joined.epoch > first.epoch,
+            "{} then {}",
+            first.epoch,
+            joined.epoch
+        );
+        assert!(joined.members.iter().any(|m| m.node_id == "watch-b"));
+        eprintln!("join seen after {took:?}");
+        drop(b); // SIGKILL: its lease expires
+        let (left, took) = expect(&mut stream, 1, "after watch-b died").await;
+        assert!(left.epoch > joined.epoch);
+        eprintln!("departure seen after {took:?}");
+    });
+    a.assert_alive();
+}

@@ -275,6 +275,13 @@ impl Session for GrpcSession {
             false
         });
         self.replies = replies;
+        // Topology watchers hear of a new ring (housekeeping wakes every
+        // connection when one arrives).
+        if self.streaming.watches_topology() {
+            let ring = self.shard.ring();
+            self.streaming
+                .ring_changed(&mut self.h2, (&*self.node, &*ring));
+        }
         if self.next_deadline().is_some_and(|d| d <= now) {
             self.expire_deadlines(now);
             if let Err(e) = self.h2.expire(now) {
@@ -523,9 +530,12 @@ impl GrpcSession {
                 stream_id,
                 data,
                 end_stream,
-            } => self
-                .streaming
-                .data(&mut self.h2, &self.node, stream_id, &data, end_stream),
+            } => {
+                let ring = self.shard.ring();
+                let node = (&*self.node, &*ring);
+                self.streaming
+                    .data(&mut self.h2, node, stream_id, &data, end_stream)
+            }
         }
     }
 
@@ -712,26 +722,7 @@ impl GrpcSession {
         if let Err(st) = decode::<proto::TopologyRequest>(payload, "TopologyRequest") {
             return self.send_status(stream_id, &st, started);
         }
-        let ring = self.shard.ring();
-        let config = &self.node.config;
-        let resp = proto::TopologyResponse {
-            epoch: ring.epoch(),
-            vnodes: config.vnodes,
-            members: ring
-                .members()
-                .iter()
-                .map(|m| proto::TopologyMember {
-                    node_id: m.node_id.clone(),
-                    addr: m.addr.to_string(),
-                    shards: m.shards,
-                })
-                .collect(),
-            layout: shardcache_routing::LAYOUT.to_string(),
-            node_id: self.node.node_id.clone(),
-            addr: self.node.advertise.to_string(),
-            shards: config.shards as u32,
-            shard_port_base: config.shard_ports.map_or(0, u32::from),
-        };
+        let resp = topology(&self.shard.ring(), &self.node);
         self.reply_message(stream_id, &resp, started);
     }
 
@@ -898,6 +889,30 @@ pub(super) fn invalid_status(e: &Invalid) -> Status {
         Invalid::ValueTooLarge { .. } => Code::ResourceExhausted,
     };
     Status::new(code, e.to_string())
+}
+
+/// Where keys live (the Topology call and its watch): the ring `ring`
+/// and this node's shards and shard ports.
+pub(super) fn topology(ring: &crate::cluster::Ring, node: &NodeShared) -> proto::TopologyResponse {
+    let config = &node.config;
+    proto::TopologyResponse {
+        epoch: ring.epoch(),
+        vnodes: config.vnodes,
+        members: ring
+            .members()
+            .iter()
+            .map(|m| proto::TopologyMember {
+                node_id: m.node_id.clone(),
+                addr: m.addr.to_string(),
+                shards: m.shards,
+            })
+            .collect(),
+        layout: shardcache_routing::LAYOUT.to_string(),
+        node_id: node.node_id.clone(),
+        addr: node.advertise.to_string(),
+        shards: config.shards as u32,
+        shard_port_base: config.shard_ports.map_or(0, u32::from),
+    }
 }
 
 /// A request message, or INVALID_ARGUMENT naming its type.

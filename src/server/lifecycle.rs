@@ -175,6 +175,14 @@ impl Registry {
         id
     }
 
+    /// Wakes every connection (their sessions look at what changed: a new
+    /// ring for topology watchers). Rare: once per ring change.
+    pub fn wake_all(&self) {
+        for c in self.conns.borrow().values() {
+            c.mailbox.wake();
+        }
+    }
+
     pub fn remove(&self, id: u64) {
         if let Some(c) = self.conns.borrow_mut().remove(&id) {
             self.set_held(&c, 0);

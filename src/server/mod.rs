@@ -728,8 +728,7 @@ async fn run_shard(
     let stop_own = Rc::new(Notify::default());
     runtime::spawn(housekeeping(
         node.clone(),
-        shard.clone(),
-        peers.clone(),
+        (shard.clone(), peers.clone(), conns.clone()),
         vec![stop_grpc.clone(), stop_http.clone(), stop_own.clone()],
     ));
 
@@ -865,8 +864,7 @@ async fn accept_loop(
 /// node-wide shutdown flag.
 async fn housekeeping(
     node: Arc<NodeShared>,
-    shard: Rc<Shard>,
-    peers: Rc<peer_client::Peers>,
+    (shard, peers, conns): (Rc<Shard>, Rc<peer_client::Peers>, Rc<lifecycle::Registry>),
     stops: Vec<Rc<Notify>>,
 ) {
     let mut tick = 0u32;
@@ -889,6 +887,8 @@ async fn housekeeping(
         if let Some(ring) = shard.refresh_ring() {
             let members: Vec<SocketAddr> = ring.members().iter().map(|m| m.addr).collect();
             peers.retain(&members);
+            // Topology watchers send the new ring when woken.
+            conns.wake_all();
         }
         if node.shutting_down.load(Ordering::SeqCst) {
             for stop in &stops {

@@ -1,16 +1,20 @@
 //! The streaming gRPC calls of one connection: `grpc.health.v1.Health/Watch`
-//! (one request, then a status message whenever it changes) and server
-//! reflection's `ServerReflectionInfo` (v1 and v1alpha; one response per
-//! request on a bidirectional stream). Owns their per-connection state and
+//! (one request, then a status message whenever it changes),
+//! `cache.Cache/WatchTopology` (one request, then the topology whenever the
+//! ring changes) and server reflection's `ServerReflectionInfo` (v1 and
+//! v1alpha; one response per request on a bidirectional stream). Owns their per-connection state and
 //! is driven by the connection loop through a few hooks: the stream events
 //! of the HTTP/2 layer, a client reset, and the start of shutdown, which
 //! ends every open call with UNAVAILABLE so that a GOAWAY'd connection can
 //! close. Kept apart from the unary dispatch in `connection.rs`.
 
+use super::grpc::topology;
 use super::NodeShared;
+use crate::cluster::Ring;
 use crate::proto::health::{
     health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
 };
+use crate::proto::TopologyRequest;
 use crate::protocol::grpc::{self, reflection, Code, Deframer, Rejection, Status, StreamingMethod};
 use crate::protocol::http2::{Connection, HeaderField, HeaderList};
 use prost::Message;
@@ -38,6 +42,9 @@ struct Call {
     headers_sent: bool,
     /// Watch only: the status last sent, once the request has arrived.
     watched: Option<ServingStatus>,
+    /// WatchTopology only: the ring epoch last sent, once the request has
+    /// arrived.
+    epoch: Option<u64>,
 }
 
 impl Streaming {
@@ -80,6 +87,7 @@ impl Streaming {
                 deframer: Deframer::new(self.max_message),
                 headers_sent: false,
                 watched: None,
+                epoch: None,
             },
         );
         if self.closing {
@@ -89,10 +97,11 @@ impl Streaming {
 
     /// `Event::StreamData`: request bytes of an open call, answered as
     /// each message completes.
+    /// `node`: the node, and the ring this shard routes by.
     pub fn data(
         &mut self,
         h2: &mut Connection,
-        node: &NodeShared,
+        node: (&NodeShared, &Ring),
         stream_id: u32,
         data: &[u8],
         end_stream: bool,
@@ -130,15 +139,51 @@ impl Streaming {
                 self.end(h2, stream_id, &Status::new(Code::Ok, ""))
             }
             // A watcher half-closes after its request and keeps listening.
-            StreamingMethod::HealthWatch if call.watched.is_some() => {}
-            StreamingMethod::HealthWatch => {
+            StreamingMethod::HealthWatch | StreamingMethod::WatchTopology
+                if call.watched.is_some() || call.epoch.is_some() => {}
+            StreamingMethod::HealthWatch | StreamingMethod::WatchTopology => {
+                let (name, request) = match call.method {
+                    StreamingMethod::HealthWatch => ("Watch", "HealthCheckRequest"),
+                    _ => ("WatchTopology", "TopologyRequest"),
+                };
                 let st = Status::new(
                     Code::InvalidArgument,
-                    "Watch takes one HealthCheckRequest message; the stream ended without one",
+                    format!("{name} takes one {request} message; the stream ended without one"),
                 );
                 self.end(h2, stream_id, &st)
             }
         }
+    }
+
+    /// Whether a WatchTopology call is open.
+    pub fn watches_topology(&self) -> bool {
+        self.calls.values().any(|c| c.epoch.is_some())
+    }
+
+    /// Sends the topology to every watcher that has not seen this ring.
+    pub fn ring_changed(&mut self, h2: &mut Connection, (node, ring): (&NodeShared, &Ring)) {
+        let stale: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.epoch.is_some_and(|e| e != ring.epoch()))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.send_topology(h2, id, (node, ring));
+        }
+    }
+
+    /// Sends a WatchTopology message and remembers its epoch.
+    fn send_topology(
+        &mut self,
+        h2: &mut Connection,
+        stream_id: u32,
+        (node, ring): (&NodeShared, &Ring),
+    ) {
+        if let Some(call) = self.calls.get_mut(&stream_id) {
+            call.epoch = Some(ring.epoch());
+        }
+        self.send_message(h2, stream_id, &topology(ring, node));
     }
 
     /// No streaming call is open.
@@ -165,11 +210,25 @@ impl Streaming {
         }
     }
 
-    fn on_message(&mut self, h2: &mut Connection, node: &NodeShared, stream_id: u32, msg: &[u8]) {
+    fn on_message(
+        &mut self,
+        h2: &mut Connection,
+        (node, ring): (&NodeShared, &Ring),
+        stream_id: u32,
+        msg: &[u8],
+    ) {
         let Some(call) = self.calls.get(&stream_id) else {
             return;
         };
         match call.method {
+            StreamingMethod::WatchTopology => {
+                let seen = call.epoch.is_some();
+                match only_request::<TopologyRequest>(msg, seen, "WatchTopology", "TopologyRequest")
+                {
+                    Ok(_) => self.send_topology(h2, stream_id, (node, ring)),
+                    Err(st) => self.end(h2, stream_id, &st),
+                }
+            }
             StreamingMethod::ReflectionV1 | StreamingMethod::ReflectionV1Alpha => {
                 if h2.queued_bytes(stream_id) > MAX_QUEUED {
                     let st = Status::new(
@@ -188,25 +247,13 @@ impl Streaming {
                 }
             }
             StreamingMethod::HealthWatch => {
-                if call.watched.is_some() {
-                    let st = Status::new(
-                        Code::InvalidArgument,
-                        "Watch takes exactly one HealthCheckRequest message",
-                    );
-                    return self.end(h2, stream_id, &st);
-                }
-                match HealthCheckRequest::decode(msg) {
+                let seen = call.watched.is_some();
+                match only_request::<HealthCheckRequest>(msg, seen, "Watch", "HealthCheckRequest") {
                     Ok(req) => {
                         let status = serving_status(&req.service, node);
                         self.send_status(h2, stream_id, status);
                     }
-                    Err(e) => {
-                        let st = Status::new(
-                            Code::InvalidArgument,
-                            format!("malformed HealthCheckRequest message: {e}"),
-                        );
-                        self.end(h2, stream_id, &st);
-                    }
+                    Err(st) => self.end(h2, stream_id, &st),
                 }
             }
         }
@@ -266,6 +313,27 @@ fn serving_status(service: &str, node: &NodeShared) -> ServingStatus {
         "" | "cache.Cache" => ServingStatus::Serving,
         _ => ServingStatus::ServiceUnknown,
     }
+}
+
+/// The one request message of a watch (`seen`: one came already).
+fn only_request<M: Message + Default>(
+    msg: &[u8],
+    seen: bool,
+    call: &str,
+    name: &str,
+) -> Result<M, Status> {
+    if seen {
+        return Err(Status::new(
+            Code::InvalidArgument,
+            format!("{call} takes exactly one {name} message"),
+        ));
+    }
+    M::decode(msg).map_err(|e| {
+        Status::new(
+            Code::InvalidArgument,
+            format!("malformed {name} message: {e}"),
+        )
+    })
 }
 
 fn shutting_down() -> Status {

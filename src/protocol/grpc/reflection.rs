@@ -392,7 +392,8 @@ mod tests {
                 "GetMany",
                 "SetMany",
                 "DeleteMany",
-                "Topology"
+                "Topology",
+                "WatchTopology"
             ]
         );
     }

@@ -17,6 +17,9 @@ pub enum StreamingMethod {
     ReflectionV1,
     /// The same under its older package name `grpc.reflection.v1alpha`.
     ReflectionV1Alpha,
+    /// `cache.Cache/WatchTopology`: one request, the topology at once and
+    /// again whenever the ring changes.
+    WatchTopology,
 }
 
 impl StreamingMethod {
@@ -29,6 +32,7 @@ impl StreamingMethod {
             b"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => {
                 Some(StreamingMethod::ReflectionV1Alpha)
             }
+            WATCH_TOPOLOGY => Some(StreamingMethod::WatchTopology),
             _ => None,
         }
     }
@@ -38,10 +42,13 @@ impl StreamingMethod {
 /// [`StreamingMethod`]. Every other path, known or not, stays unary (an
 /// unknown one is answered UNIMPLEMENTED on the unary path).
 pub fn is_streaming_path(path: &[u8]) -> bool {
-    // Cheap first test: every streaming path starts with "/grpc.", no
-    // cache.Cache call pays for the full comparison.
-    path.starts_with(b"/grpc.") && StreamingMethod::from_path(path).is_some()
+    // Cheap first test: every streaming path but one starts with "/grpc.",
+    // so no other cache.Cache call pays for the full comparison.
+    (path.starts_with(b"/grpc.") && StreamingMethod::from_path(path).is_some())
+        || path == WATCH_TOPOLOGY
 }
+
+const WATCH_TOPOLOGY: &[u8] = b"/cache.Cache/WatchTopology";
 
 /// Cuts a stream of DATA payloads into gRPC messages: a 5-byte prefix
 /// (compressed flag, big-endian length) then the message, which may span
@@ -135,6 +142,8 @@ mod tests {
         ));
         assert!(!is_streaming_path(b"/grpc.health.v1.Health/Check"));
         assert!(!is_streaming_path(b"/cache.Cache/Get"));
+        assert!(is_streaming_path(b"/cache.Cache/WatchTopology"));
+        assert!(!is_streaming_path(b"/cache.Cache/Topology"));
         assert_eq!(
             StreamingMethod::from_path(
                 b"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
