@@ -6,28 +6,11 @@
 
 mod common;
 
-use common::cluster::{loopback, rt};
+use common::cluster::{etcd_member, free_ports, loopback, rt};
 use common::*;
 use shardcache_routing::{shard_of, Member, Ring};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use tonic::transport::Channel;
-
-/// A base port with `n` free ports from it.
-fn free_ports(n: usize) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if usize::from(base) + n > 65535 {
-            continue;
-        }
-        let held: Vec<_> = (0..n as u16)
-            .map_while(|i| TcpListener::bind(loopback(base + i)).ok())
-            .collect();
-        if held.len() == n {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
 
 async fn client_at(addr: SocketAddr) -> CacheClient<Channel> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -240,17 +223,8 @@ fn watchers_hear_of_every_ring_change() {
     let etcd = Etcd::start();
     let prefix = format!("/shardcache-test-{}/watch/", std::process::id());
     let node = |id: &str| {
-        Node::builder()
-            .node_id(id)
-            .shards(2)
-            .args(&[
-                "--etcd",
-                &etcd.endpoint(),
-                "--etcd-prefix",
-                &prefix,
-                "--lease-ttl",
-                "2s",
-            ])
+        etcd_member(&etcd, &prefix, id)
+            .args(&["--lease-ttl", "2s"])
             .start()
     };
     let a = node("watch-a");

@@ -89,3 +89,31 @@ pub fn wait_members(nodes: &[&Node], members: usize, within: Duration) {
     // Shards poll for new rings every 50 ms.
     std::thread::sleep(Duration::from_millis(150));
 }
+
+/// A base port with `n` free ports from it.
+pub fn free_ports(n: usize) -> u16 {
+    for _ in 0..200 {
+        let base = super::free_port();
+        if usize::from(base) + n > 65535 {
+            continue;
+        }
+        let held: Vec<_> = (0..n as u16)
+            .map_while(|i| std::net::TcpListener::bind(loopback(base + i)).ok())
+            .collect();
+        if held.len() == n {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+/// A node of an etcd cluster (`--etcd`, `--etcd-prefix PREFIX`) named
+/// `id`, two shards; add flags with `.args`.
+pub fn etcd_member(etcd: &super::etcd::Etcd, prefix: &str, id: &str) -> super::NodeBuilder {
+    Node::builder().node_id(id).shards(2).args(&[
+        "--etcd",
+        &etcd.endpoint(),
+        "--etcd-prefix",
+        prefix,
+    ])
+}
