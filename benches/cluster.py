@@ -12,6 +12,14 @@
    answered by each node's main store, i.e. as the key's owner, and by its
    hot copies), from each node's /metrics.
 
+3. The routing client: three nodes with two shards each (--shard-ports),
+   Gets over 100k keys through a stock tonic client (16 channels spread
+   over the three nodes: 2/3 of the calls are forwarded, half of the rest
+   cross a core) and through shardcache-client (every call on its owner's
+   owner shard), the same tasks and load tool otherwise (shardcache-loadtest
+   --client tonic|sharded). Reports Gets per server CPU-second, and the
+   forwards and hand-offs the nodes counted.
+
 Each point runs --reps times, set-ups interleaved; medians are reported.
 Writes target/cluster-bench/{results.jsonl,report.md} and prints the report.
 
@@ -54,11 +62,11 @@ def cpu_seconds(pid):
 
 
 class Node:
-    def __init__(self, port, http, peers, extra):
+    def __init__(self, port, http, peers, extra, shards=1):
         args = [
             "taskset", "-c", SERVER_CPU, SERVER, "serve",
             "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http}",
-            "--shards", "1", "--memory", "512MiB", "--node-id", f"n{port}",
+            "--shards", str(shards), "--memory", "512MiB", "--node-id", f"n{port}",
         ]
         if peers:
             args += ["--peers", ",".join(peers)]
@@ -253,13 +261,87 @@ def hot_cache(reps, duration, keys, results):
     return "\n".join(lines)
 
 
+def free_ports(n):
+    """A base port with n free ports from it."""
+    for _ in range(200):
+        base = free_port()
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def routing_client(reps, duration, results):
+    """Three nodes x two shards: Gets through tonic vs shardcache-client."""
+    base = [
+        "--keys", "100000", "--key-size", "16", "--value-size", "64",
+        "--get-ratio", "1", "--connections", "16", "--inflight", "8", "--threads", "1",
+    ]
+    setups = (("stock tonic client, any node", "tonic"), ("shardcache-client", "sharded"))
+    rows = []
+    for rep in range(reps):
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        peers = [f"127.0.0.1:{p}" for p, _ in ports]
+        # Six shard threads share CPU 0: none may spin waiting for work.
+        nodes = [
+            Node(p, h, peers, ["--shard-ports", str(free_ports(2)), "--spin-before-park", "0"], shards=2)
+            for p, h in ports
+        ]
+        try:
+            targets = [n.addr for n in nodes]
+            preload(targets, base + ["--preload"])
+            for setup, client in setups:
+                r = measure(nodes, targets, base + ["--client", client], duration)
+                r.update(bench="client", setup=setup, rep=rep)
+                results.append(r)
+                rows.append(r)
+        finally:
+            for node in nodes:
+                node.stop()
+    lines = [
+        "| client | Gets/s | p50 µs | p99 µs | server CPU-s per s | Gets per server CPU-s | "
+        "forwarded per Get | hand-offs per Get | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    per_cpu = {}
+    for setup, _ in setups:
+        rs = [r for r in rows if r["setup"] == setup]
+        cpu = statistics.median(r["server_cpu_s"] / r["duration_s"] for r in rs)
+        per_cpu[setup] = statistics.median(
+            r["throughput"] * r["duration_s"] / max(r["server_cpu_s"], 1e-9) for r in rs
+        )
+        def per_get(name):
+            return statistics.median(
+                sum(d.get(name, 0) for d in r["nodes"]) / max(r["throughput"] * r["duration_s"], 1)
+                for r in rs
+            )
+        lines.append(
+            f"| {setup} | {median(rs, 'throughput'):,.0f} | {median(rs, 'p50_us'):,.0f} | "
+            f"{median(rs, 'p99_us'):,.0f} | {cpu:.2f} | {per_cpu[setup]:,.0f} | "
+            f"{per_get('shardcache_forwarded_requests_total'):.2f} | "
+            f"{per_get('shardcache_handoffs_total'):.2f} | {sum(r['errors'] for r in rs)} |"
+        )
+    a, b = (per_cpu[s] for s, _ in setups)
+    lines += ["", f"shardcache-client: {b / a:.2f}x the Gets per server CPU-second of the stock client."]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--keys", type=int, default=1_000_000, help="keys of the hot-cache run")
     ap.add_argument("--quick", action="store_true", help="1 rep, 2 s, 100k keys")
-    ap.add_argument("--only", choices=["hop", "hot"], help="run one of the two benchmarks")
+    ap.add_argument("--only", choices=["hop", "hot", "client"], help="run one of the benchmarks")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.duration, a.keys = 1, 2, 100_000
@@ -279,19 +361,17 @@ def main():
         f"{a.reps} reps of {a.duration:g} s, medians.",
         "",
     ]
-    if a.only in (None, "hop"):
-        report += [
-            "### The cost of a hop (Get 90 % / Set 10 %, 64 B values, 100k uniform keys)",
-            "",
-            hop_cost(a.reps, a.duration, results),
-            "",
-        ]
-    if a.only in (None, "hot"):
-        report += [
-            f"### The hot cache (Zipf 0.99 Gets over {a.keys:,} keys through all three nodes)",
-            "",
-            hot_cache(a.reps, a.duration, a.keys, results),
-        ]
+    benches = [
+        ("hop", "### The cost of a hop (Get 90 % / Set 10 %, 64 B values, 100k uniform keys)",
+         lambda: hop_cost(a.reps, a.duration, results)),
+        ("hot", f"### The hot cache (Zipf 0.99 Gets over {a.keys:,} keys through all three nodes)",
+         lambda: hot_cache(a.reps, a.duration, a.keys, results)),
+        ("client", "### The routing client (Gets, 100k keys of 64 B, 3 nodes x 2 shards, 128 calls in flight)",
+         lambda: routing_client(a.reps, a.duration, results)),
+    ]
+    for name, title, run in benches:
+        if a.only in (None, name):
+            report += [title, "", run(), ""]
     with open(os.path.join(OUT, "results.jsonl"), "w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")

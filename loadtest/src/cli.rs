@@ -128,6 +128,15 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Which client carries the calls. `native` (default): this tool's own
+    /// HTTP/2 client (every mode). `tonic`: the stock tonic stub over
+    /// --connections channels spread over the targets. `sharded`:
+    /// shardcache-client, the targets as seeds, every key sent to its
+    /// owner node and shard. tonic and sharded run closed loop only, and
+    /// --requests does not bound them (use --duration).
+    #[arg(long = "client", value_enum, default_value = "native")]
+    pub client: ClientChoice,
+
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +144,14 @@ pub struct Args {
     /// Never draw the live progress line (it is drawn only on a terminal anyway).
     #[arg(long = "no-progress")]
     pub no_progress: bool,
+}
+
+/// See `Args::client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientChoice {
+    Native,
+    Tonic,
+    Sharded,
 }
 
 /// See `Args::headers`.
@@ -193,6 +210,13 @@ impl Args {
         }
         if self.duration == Some(Duration::ZERO) {
             return Err("--duration must be greater than 0".into());
+        }
+        if self.client != ClientChoice::Native && (self.rate.is_some() || self.requests.is_some()) {
+            return Err(
+                "--client tonic and --client sharded run closed loop for --duration only: \
+                 drop --rate and --requests"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -10,10 +10,13 @@
 //! - [`schedule`]: open-loop send times (the fixed-rate schedule).
 //! - [`stats`]: per-run counters, the latency histogram and the report.
 //! - [`runner`]: threads, runtimes, connections, reconnects and the drive loop.
+//! - [`client_mode`]: the same workload through tonic or shardcache-client
+//!   (`--client`), closed loop.
 //! - [`progress`]: the live progress line.
 //! - [`timer`]: a microsecond-precise timer for open-loop sends.
 
 pub mod cli;
+pub mod client_mode;
 pub mod grpc;
 pub mod h2;
 pub mod progress;

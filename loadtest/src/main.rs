@@ -5,7 +5,8 @@
 //! reachable); 2 for bad flags or unresolvable targets.
 
 use clap::CommandFactory;
-use shardcache_loadtest::cli::Args;
+use shardcache_loadtest::cli::{Args, ClientChoice};
+use shardcache_loadtest::client_mode::{self, ClientKind};
 use shardcache_loadtest::progress::{Live, Progress};
 use shardcache_loadtest::runner::{self, RunConfig};
 use std::io::IsTerminal;
@@ -27,7 +28,11 @@ fn main() {
         let keys = if args.preload { args.keys } else { 0 };
         Progress::start(l.clone(), base, args.warmup, keys)
     });
-    let report = runner::run(Arc::new(cfg), live, base);
+    let report = match args.client {
+        ClientChoice::Native => runner::run(Arc::new(cfg), live, base),
+        ClientChoice::Tonic => client_mode::run(Arc::new(cfg), ClientKind::Tonic),
+        ClientChoice::Sharded => client_mode::run(Arc::new(cfg), ClientKind::Sharded),
+    };
     if let Some(p) = progress {
         p.finish();
     }

@@ -97,6 +97,32 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The report of a run of this configuration.
+    pub fn report(
+        &self,
+        mode: &'static str,
+        stats: Stats,
+        preload: Option<PreloadReport>,
+        duration_s: f64,
+    ) -> Report {
+        Report {
+            mode,
+            connections: self.connections,
+            inflight: self.inflight,
+            rate: self.rate,
+            threads: self.threads,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.authority.to_string())
+                .collect(),
+            warmup_s: self.warmup.as_secs_f64(),
+            duration_s,
+            stats,
+            preload,
+        }
+    }
+
     /// Resolves the targets and builds the workload from validated flags.
     pub fn from_args(a: &Args) -> Result<RunConfig, String> {
         let mut targets = Vec::new();
@@ -255,25 +281,12 @@ pub fn run(cfg: Arc<RunConfig>, live: Option<Arc<Live>>, base: Instant) -> Repor
             Err(_) => stats.note_error(|| "a load thread panicked".into()),
         }
     }
-    Report {
-        mode: if cfg.rate.is_some() { "open" } else { "closed" },
-        connections: cfg.connections,
-        inflight: cfg.inflight,
-        rate: cfg.rate,
-        threads: cfg.threads,
-        targets: cfg
-            .targets
-            .iter()
-            .map(|t| t.authority.to_string())
-            .collect(),
-        warmup_s: cfg.warmup.as_secs_f64(),
-        duration_s: (end_ns - measure_start) as f64 / 1e9,
-        stats,
-        preload: cfg.preload.then_some(PreloadReport {
-            stats: preload,
-            duration_s: preload_s,
-        }),
-    }
+    let mode = if cfg.rate.is_some() { "open" } else { "closed" };
+    let preload = cfg.preload.then_some(PreloadReport {
+        stats: preload,
+        duration_s: preload_s,
+    });
+    cfg.report(mode, stats, preload, (end_ns - measure_start) as f64 / 1e9)
 }
 
 fn thread_main(
