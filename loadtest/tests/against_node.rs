@@ -399,3 +399,56 @@ fn nothing_listening_exits_1_with_counted_errors() {
     assert_eq!(j["requests"], 50);
     assert_eq!(j["transport_errors"]["not_connected"], 50);
 }
+
+#[test]
+fn stock_tonic_and_the_routing_client_drive_the_same_workload() {
+    let server = start_server();
+    let target = server.addr.to_string();
+    let (_, custom) = server_bin();
+    for (client, mode) in [
+        ("tonic", "closed (tonic)"),
+        ("sharded", "closed (shardcache-client)"),
+    ] {
+        let out = finish(loadtest(&[
+            "--target",
+            &target,
+            "--client",
+            client,
+            "--duration",
+            "1s",
+            "--connections",
+            "2",
+            "--inflight",
+            "4",
+            "--preload",
+            "--keys",
+            "500",
+            "--get-ratio",
+            "0.8",
+            "--json",
+        ]));
+        if custom && client == "sharded" {
+            // A server of the contract without the Topology call: the
+            // routing client cannot start, and says so.
+            assert!(!out.status.success());
+            let j = report(&out);
+            assert_eq!(j["ok"], 0, "{j}");
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "--client {client}: exit {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = report(&out);
+        assert_eq!(j["mode"], mode);
+        assert_eq!(j["preload"]["ok"], 500, "{j}");
+        let requests = j["requests"].as_u64().unwrap();
+        assert!(requests > 100, "--client {client}: {j}");
+        assert_eq!(j["ok"], j["requests"], "--client {client}: {j}");
+        // Every key was preloaded: every Get hits.
+        assert_eq!(j["hits"], j["gets"], "--client {client}: {j}");
+        assert!(j["gets"].as_u64().unwrap() > 0);
+    }
+}
