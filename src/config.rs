@@ -318,12 +318,16 @@ fn check_layer(sub: Option<&str>, args: &[OsString], origin: &str) -> Result<(),
 }
 
 /// The long flag names every layer may set (all options but --config).
-fn option_names() -> Vec<String> {
-    ServeArgs::augment_args(clap::Command::new("x"))
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .filter(|l| l != "config")
-        .collect()
+fn option_names() -> &'static [String] {
+    // Built once: clap assembles the whole parser to list them.
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        ServeArgs::augment_args(clap::Command::new("x"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|l| l != "config")
+            .collect()
+    })
 }
 
 /// SHARDCACHE_<OPTION> variables as flags, e.g. SHARDCACHE_MAX_VALUE=1MiB.
