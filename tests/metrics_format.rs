@@ -68,6 +68,7 @@ fn shards() -> Vec<ShardSnapshot> {
                 },
                 hot: StoreStats::default(),
                 metrics: m.snapshot(),
+                ring_epoch: 1,
             }
         })
         .collect()

@@ -36,6 +36,9 @@ pub struct ShardSnapshot {
     /// The hot store (copies of other nodes' keys); all zero without one.
     pub hot: StoreStats,
     pub metrics: MetricsSnapshot,
+    /// The epoch of the ring this shard routes by (it takes a new ring up
+    /// within 50 ms of the node's control plane).
+    pub ring_epoch: u64,
 }
 
 type StoreField = (
@@ -191,6 +194,18 @@ pub fn render(out: &mut String, node: &NodeInfo<'_>, shards: &[ShardSnapshot]) {
         "Nodes in the cluster ring.",
     );
     w.sample("shardcache_ring_members", &[], node.ring_members);
+    w.family(
+        "shardcache_shard_ring_epoch",
+        "gauge",
+        "Epoch of the ring each shard routes by; equal to shardcache_ring_epoch once every shard has taken the latest ring up.",
+    );
+    for (s, id) in shards.iter().zip(&ids) {
+        w.sample(
+            "shardcache_shard_ring_epoch",
+            &[("shard", id)],
+            s.ring_epoch,
+        );
+    }
     w.family(
         "shardcache_etcd_session_state",
         "gauge",

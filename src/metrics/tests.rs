@@ -155,12 +155,14 @@ pub(super) fn sample_scrape() -> String {
             store: store(7),
             hot: StoreStats::default(),
             metrics: b,
+            ring_epoch: 11,
         },
         ShardSnapshot {
             shard: 0,
             store: store(4),
             hot: StoreStats::default(),
             metrics: a,
+            ring_epoch: 12,
         },
     ];
     let node = NodeInfo {
@@ -186,6 +188,8 @@ fn renders_known_lines() {
         "shardcache_ready 1",
         "shardcache_ring_epoch 12",
         "shardcache_ring_members 3",
+        "shardcache_shard_ring_epoch{shard=\"0\"} 12",
+        "shardcache_shard_ring_epoch{shard=\"1\"} 11",
         r#"shardcache_etcd_session_state{state="not_used"} 0"#,
         r#"shardcache_etcd_session_state{state="connecting"} 0"#,
         r#"shardcache_etcd_session_state{state="registered"} 1"#,
@@ -257,7 +261,7 @@ fn renders_known_lines() {
     // one HELP and one TYPE per family
     let types = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = lines.iter().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((types, helps), (33, 33));
+    assert_eq!((types, helps), (34, 34));
     assert!(out.ends_with('\n'));
 }
 

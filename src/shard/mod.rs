@@ -420,6 +420,7 @@ impl Shard {
             store: self.store.borrow().stats(),
             hot,
             metrics,
+            ring_epoch: self.ring.borrow().epoch(),
         }
     }
 

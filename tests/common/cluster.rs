@@ -86,8 +86,42 @@ pub fn wait_members(nodes: &[&Node], members: usize, within: Duration) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // Shards poll for new rings every 50 ms.
-    std::thread::sleep(Duration::from_millis(150));
+    // Shards take a new ring up within 50 ms: wait until every shard of
+    // every node routes by the node's ring (`shardcache_shard_ring_epoch`).
+    for n in nodes {
+        while !shards_caught_up(n, members) {
+            assert!(
+                Instant::now() < deadline,
+                "{}'s shards never took the ring of {members} up",
+                n.node_id
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Whether every shard of `n` routes by its node's ring, of `members`
+/// nodes. A node whose gateway this process cannot reach (off, or inside a
+/// network namespace) is given the 50 ms pick-up time, three times over.
+fn shards_caught_up(n: &Node, members: usize) -> bool {
+    let text = n.http.and_then(|h| {
+        ureq::get(&format!("http://{h}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+    });
+    let Some(text) = text else {
+        std::thread::sleep(Duration::from_millis(150));
+        return true;
+    };
+    let Ok(m) = super::prom::parse(&text) else {
+        return false;
+    };
+    let epoch = m.get("shardcache_ring_epoch", &[]);
+    let shards = m.named("shardcache_shard_ring_epoch");
+    m.get("shardcache_ring_members", &[]) == Some(members as f64)
+        && !shards.is_empty()
+        && shards.iter().all(|s| Some(s.value) == epoch)
 }
 
 /// A base port with `n` free ports from it.
