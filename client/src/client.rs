@@ -497,8 +497,12 @@ impl Inner {
 }
 
 /// The topology from the first of `addrs` that answers.
+/// A server of the contract that has no Topology call (an older node, or
+/// another implementation) is routed to as a stock client would: every
+/// call to the first such seed, which serves or forwards it.
 async fn fetch(addrs: &[SocketAddr], config: &Config) -> Result<pb::TopologyResponse, Error> {
     let mut last = Error::new(Code::Unavailable, "no node to ask");
+    let mut without_topology = None;
     for &a in addrs {
         match topology::ask(
             topology::channel(a, config.connect_timeout),
@@ -507,10 +511,16 @@ async fn fetch(addrs: &[SocketAddr], config: &Config) -> Result<pb::TopologyResp
         .await
         {
             Ok(t) => return Ok(t),
+            Err(e) if e.code() == Code::Unimplemented => {
+                without_topology.get_or_insert(a);
+            }
             Err(e) => last = Error::new(e.code(), format!("{a}: {}", e.message())),
         }
     }
-    Err(last)
+    match without_topology {
+        Some(a) => Ok(topology::lone(a)),
+        None => Err(last),
+    }
 }
 
 /// Keeps the topology current: a WatchTopology stream on one member (or
@@ -527,21 +537,31 @@ async fn watch(inner: Weak<Inner>) {
             (addrs[next % addrs.len()], i.config.clone())
         };
         let channel = topology::channel(addr, config.connect_timeout);
-        if let Ok(stream) = CacheClient::new(channel)
+        let mut pause = backoff(&config, attempt);
+        match CacheClient::new(channel)
             .watch_topology(TopologyRequest {})
             .await
         {
-            let mut stream = stream.into_inner();
-            while let Ok(Some(t)) = stream.message().await {
-                attempt = 0;
-                let Some(i) = inner.upgrade() else { return };
-                let _ = i.apply(t).await;
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                while let Ok(Some(t)) = stream.message().await {
+                    attempt = 0;
+                    let Some(i) = inner.upgrade() else { return };
+                    let _ = i.apply(t).await;
+                }
             }
+            // A node without the watch: ask again now and then (it may be
+            // upgraded), not at the pace of failures.
+            Err(s) if s.code() == Code::Unimplemented => pause = UNWATCHABLE_PAUSE,
+            Err(_) => {}
         }
-        tokio::time::sleep(backoff(&config, attempt)).await;
+        tokio::time::sleep(pause).await;
         attempt = attempt.saturating_add(1);
     }
 }
+
+/// How long the watch waits before asking a node without WatchTopology again.
+const UNWATCHABLE_PAUSE: Duration = Duration::from_secs(30);
 
 /// The wait before retry `attempt` (0-based): initial × 2^attempt, capped,
 /// with ±50 % jitter so that clients do not retry in step.

@@ -31,6 +31,10 @@
 //! # }
 //! ```
 //!
+//! A server without the Topology call (an older shardcache, or another
+//! server of the contract) is called like a stock client would: every call
+//! goes to the first such seed.
+//!
 //! Failures: calls fail with [`Error`], which carries the gRPC code. Gets
 //! and Deletes, and Sets that failed UNAVAILABLE (the node could not be
 //! reached or its owner is down), are retried up to

@@ -115,6 +115,25 @@ impl Topology {
     }
 }
 
+/// The topology of a node that cannot tell one (no Topology call): itself
+/// alone, epoch 0, no shard ports. Every key goes to it.
+pub fn lone(addr: SocketAddr) -> TopologyResponse {
+    TopologyResponse {
+        epoch: 0,
+        vnodes: 1,
+        members: vec![crate::pb::TopologyMember {
+            node_id: addr.to_string(),
+            addr: addr.to_string(),
+            shards: 0,
+        }],
+        layout: LAYOUT.to_string(),
+        node_id: addr.to_string(),
+        addr: addr.to_string(),
+        shards: 0,
+        shard_port_base: 0,
+    }
+}
+
 /// A lazily connected channel to `addr` (connects on first use, reconnects
 /// after failures).
 pub fn channel(addr: SocketAddr, connect_timeout: Duration) -> Channel {
@@ -151,4 +170,37 @@ async fn layout_of(addr: SocketAddr, connect_timeout: Duration) -> NodeLayout {
         _ => Vec::new(),
     };
     NodeLayout { addr, main, shards }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_without_topology_gets_every_key() {
+        // Port 1 on loopback refuses at once: its own layout is unknown too.
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let t = Topology::build(lone(addr), None, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!((t.epoch, t.nodes.len()), (0, 1));
+        for k in ["a", "b", "user:42"] {
+            let owner = t.owner("g", k);
+            assert_eq!(owner.addr, addr);
+            assert!(owner.shards.is_empty(), "no shard ports: the shared port");
+            assert_eq!(owner.channel_index("g", k), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn another_layout_is_refused() {
+        let mut t = lone("127.0.0.1:1".parse().unwrap());
+        t.layout = "ring-v9".into();
+        let e = Topology::build(t, None, Duration::from_millis(200))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("ring-v9"), "{e}");
+    }
 }

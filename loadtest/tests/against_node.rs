@@ -404,7 +404,6 @@ fn nothing_listening_exits_1_with_counted_errors() {
 fn stock_tonic_and_the_routing_client_drive_the_same_workload() {
     let server = start_server();
     let target = server.addr.to_string();
-    let (_, custom) = server_bin();
     for (client, mode) in [
         ("tonic", "closed (tonic)"),
         ("sharded", "closed (shardcache-client)"),
@@ -427,14 +426,6 @@ fn stock_tonic_and_the_routing_client_drive_the_same_workload() {
             "0.8",
             "--json",
         ]));
-        if custom && client == "sharded" {
-            // A server of the contract without the Topology call: the
-            // routing client cannot start, and says so.
-            assert!(!out.status.success());
-            let j = report(&out);
-            assert_eq!(j["ok"], 0, "{j}");
-            continue;
-        }
         assert!(
             out.status.success(),
             "--client {client}: exit {:?}: {}",
