@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """GetMany of N keys against N single Gets, measured with h2load (nghttp2,
-not our code) on one node: server CPU-µs per key and per-call latency.
+not our code) on one node: server CPU-µs per key and per-call latency;
+then the same comparison through shardcache-client (shardcache-loadtest
+--client sharded --batch N against --batch 1).
 
     python3 benches/batch.py [--keys 100] [--duration 8] [--runs 3] [--conns 16]
 
@@ -16,6 +18,7 @@ trailers and h2load counts them as successes).
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -96,6 +99,45 @@ def percentile(sorted_us, q):
     return sorted_us[min(len(sorted_us) - 1, int(q * len(sorted_us)))]
 
 
+def through_client(node, port, args):
+    """The same two calls through shardcache-client, driven by
+    shardcache-loadtest on CPU 1 (--batch N against --batch 1)."""
+    load = os.path.join(ROOT, "target/release/shardcache-loadtest")
+    base = [
+        "taskset", "-c", "1", load, "--target", f"127.0.0.1:{port}", "--client", "sharded",
+        "--get-ratio", "1", "--keys", str(args.keys), "--key-size", "16", "--value-size", "64",
+        "--connections", str(args.conns), "--inflight", "1", "--json", "--no-progress",
+    ]
+    subprocess.run(base + ["--preload", "--duration", "1s"], check=True, capture_output=True)
+    rows = {1: [], args.keys: []}
+    for _ in range(args.runs):
+        for batch in rows:
+            c0, t0 = cpu_seconds(node.pid), time.time()
+            out = subprocess.run(base + ["--batch", str(batch), "--duration", f"{args.duration}s"],
+                                 check=True, capture_output=True, text=True).stdout
+            cpu, wall = cpu_seconds(node.pid) - c0, time.time() - t0
+            j = json.loads(out)
+            if j["ok"] != j["requests"] or j["hits"] != j["gets"]:
+                raise SystemExit(f"--batch {batch}: {j['requests']} calls, {j['ok']} OK, {j['hits']} all-hit")
+            keys = j["requests"] * batch
+            rows[batch].append({
+                "keys_per_s": keys / j["duration_s"],
+                "cpu_us_per_key": cpu * 1e6 / keys,
+                "server_cpu_util": cpu / wall,
+                "p50_us": j["p50"],
+                "p99_us": j["p99"],
+            })
+    med = {b: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for b, rs in rows.items()}
+    print(f"\nthrough shardcache-client (shardcache-loadtest --client sharded), {args.conns} tasks x 1 call")
+    print(f"{'keys/call':<10}{'keys/s':>11}{'CPU-us/key':>12}{'server CPU':>12}{'p50 us':>9}{'p99 us':>9}")
+    for b, r in med.items():
+        print(f"{b:<10}{r['keys_per_s']:>11.0f}{r['cpu_us_per_key']:>12.3f}{r['server_cpu_util']:>12.2f}"
+              f"{r['p50_us']:>9.0f}{r['p99_us']:>9.0f}")
+    one, many = med[1], med[args.keys]
+    print(f"get_many({args.keys}) vs get: {one['cpu_us_per_key'] / many['cpu_us_per_key']:.1f}x fewer "
+          f"server CPU-us per key; p99 {many['p99_us'] / one['p99_us']:.2f}x one get's")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=100)
@@ -167,6 +209,7 @@ def main():
         g, b = med["Get"], med["GetMany"]
         print(f"GetMany({args.keys}) vs Get: {g['cpu_us_per_key'] / b['cpu_us_per_key']:.1f}x fewer "
               f"server CPU-us per key; p99 {b['p99_us'] / g['p99_us']:.2f}x one Get's")
+        through_client(node, port, args)
     finally:
         node.terminate()
         node.wait(10)

@@ -137,6 +137,12 @@ pub struct Args {
     #[arg(long = "client", value_enum, default_value = "native")]
     pub client: ClientChoice,
 
+    /// With --client tonic|sharded: keys per call. Above 1 every call is a
+    /// batch (GetMany for Gets, SetMany for Sets) of this many sampled keys;
+    /// counts and latencies are per call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +216,9 @@ impl Args {
         }
         if self.duration == Some(Duration::ZERO) {
             return Err("--duration must be greater than 0".into());
+        }
+        if self.batch > 1 && self.client == ClientChoice::Native {
+            return Err("--batch needs --client tonic or --client sharded".into());
         }
         if self.client != ClientChoice::Native && (self.rate.is_some() || self.requests.is_some()) {
             return Err(

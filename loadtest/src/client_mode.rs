@@ -11,6 +11,7 @@
 //!
 //! Both use tonic underneath, so what differs is where calls land. Closed
 //! loop only: `--connections × --inflight` tasks each keep one call out.
+//! With `--batch N` each call is a GetMany (SetMany) of N sampled keys.
 
 use crate::grpc::{Op, OK};
 use crate::proto;
@@ -18,6 +19,7 @@ use crate::runner::RunConfig;
 use crate::stats::{PreloadReport, Report, Stats, TransportError};
 use crate::workload::Workload;
 use shardcache_client::pb::cache_client::CacheClient;
+use shardcache_client::pb::ManyRequest;
 use shardcache_client::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,8 +73,77 @@ impl Caller {
     }
 }
 
-/// Runs the load through `kind` and reports like the default runner.
-pub fn run(cfg: Arc<RunConfig>, kind: ClientKind) -> Report {
+impl Caller {
+    /// Runs one batch call of `reqs` (all Gets or all Sets); its status
+    /// (the first failure's, item or call) and, for Gets, whether every
+    /// key hit.
+    async fn call_many(
+        &mut self,
+        op: Op,
+        reqs: Vec<shardcache_client::pb::Request>,
+    ) -> (u32, Option<bool>) {
+        match self {
+            Caller::Tonic(c) => {
+                let many = ManyRequest { items: reqs };
+                let r = match op {
+                    Op::Get => c.get_many(many).await.map(|r| {
+                        let rs = r.into_inner().results;
+                        let failed = rs.iter().find(|x| x.code != 0).map(|x| x.code as u32);
+                        (failed, Some(rs.iter().all(|x| x.found)))
+                    }),
+                    _ => c.set_many(many).await.map(|r| {
+                        let rs = r.into_inner().results;
+                        (rs.iter().find(|x| x.code != 0).map(|x| x.code as u32), None)
+                    }),
+                };
+                match r {
+                    Ok((failed, found)) => (failed.unwrap_or(OK), found),
+                    Err(s) => (s.code() as u32, None),
+                }
+            }
+            Caller::Sharded(c) => {
+                let group = reqs.first().map(|r| r.group.clone()).unwrap_or_default();
+                let r = match op {
+                    Op::Get => {
+                        let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+                        c.get_many(&group, &keys).await.map(|rs| {
+                            let failed = rs
+                                .iter()
+                                .find_map(|x| x.as_ref().err())
+                                .map(|e| e.code() as u32);
+                            (failed, Some(rs.iter().all(|x| matches!(x, Ok(Some(_))))))
+                        })
+                    }
+                    _ => {
+                        let ttl = reqs
+                            .first()
+                            .and_then(|r| (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms)));
+                        let items: Vec<(&str, bytes::Bytes)> = reqs
+                            .iter()
+                            .map(|r| (r.key.as_str(), r.value.clone()))
+                            .collect();
+                        c.set_many(&group, &items, ttl).await.map(|rs| {
+                            (
+                                rs.iter()
+                                    .find_map(|x| x.as_ref().err())
+                                    .map(|e| e.code() as u32),
+                                None,
+                            )
+                        })
+                    }
+                };
+                match r {
+                    Ok((failed, found)) => (failed.unwrap_or(OK), found),
+                    Err(e) => (e.code() as u32, None),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the load through `kind`, `batch` keys per call, and reports like
+/// the default runner.
+pub fn run(cfg: Arc<RunConfig>, kind: ClientKind, batch: u32) -> Report {
     let mut stats = Stats::new();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.threads)
@@ -85,10 +156,12 @@ pub fn run(cfg: Arc<RunConfig>, kind: ClientKind) -> Report {
             return report(&cfg, stats, None, 0.0);
         }
     };
-    rt.block_on(drive(cfg.clone(), kind))
+    let mut r = rt.block_on(drive(cfg.clone(), kind, batch as usize));
+    r.batch = batch;
+    r
 }
 
-async fn drive(cfg: Arc<RunConfig>, kind: ClientKind) -> Report {
+async fn drive(cfg: Arc<RunConfig>, kind: ClientKind, batch: usize) -> Report {
     let mut stats = Stats::new();
     let seeds: Vec<String> = cfg.targets.iter().map(|t| t.addr.to_string()).collect();
     let callers: Vec<Caller> = match kind {
@@ -132,9 +205,16 @@ async fn drive(cfg: Arc<RunConfig>, kind: ClientKind) -> Report {
             let mut s = Stats::new();
             while !stop.load(Ordering::Relaxed) {
                 let op = work.next_op();
-                let req = to_pb(work.request(op, None));
-                let started = Instant::now();
-                let (status, found) = caller.call(op, req).await;
+                let started;
+                let (status, found) = if batch > 1 {
+                    let reqs = (0..batch).map(|_| to_pb(work.request(op, None))).collect();
+                    started = Instant::now();
+                    caller.call_many(op, reqs).await
+                } else {
+                    let req = to_pb(work.request(op, None));
+                    started = Instant::now();
+                    caller.call(op, req).await
+                };
                 if measuring.load(Ordering::Relaxed) {
                     s.sent(op);
                     s.response(op, status, found, started.elapsed().as_micros() as u64);

@@ -30,8 +30,8 @@ fn main() {
     });
     let report = match args.client {
         ClientChoice::Native => runner::run(Arc::new(cfg), live, base),
-        ClientChoice::Tonic => client_mode::run(Arc::new(cfg), ClientKind::Tonic),
-        ClientChoice::Sharded => client_mode::run(Arc::new(cfg), ClientKind::Sharded),
+        ClientChoice::Tonic => client_mode::run(Arc::new(cfg), ClientKind::Tonic, args.batch),
+        ClientChoice::Sharded => client_mode::run(Arc::new(cfg), ClientKind::Sharded, args.batch),
     };
     if let Some(p) = progress {
         p.finish();

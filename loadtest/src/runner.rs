@@ -120,6 +120,7 @@ impl RunConfig {
             duration_s,
             stats,
             preload,
+            batch: 1,
         }
     }
 

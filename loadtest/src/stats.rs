@@ -284,6 +284,8 @@ pub struct Report {
     pub duration_s: f64,
     pub stats: Stats,
     pub preload: Option<PreloadReport>,
+    /// Keys per call (`--batch`); 1 for single-key calls.
+    pub batch: u32,
 }
 
 impl Report {
@@ -341,6 +343,7 @@ impl Report {
             "warmup_s": self.warmup_s,
             "connect_failures": s.connect_failures,
             "preload": preload,
+            "batch": self.batch,
         })
     }
 
@@ -558,6 +561,7 @@ mod tests {
             duration_s: 0.5,
             stats: s,
             preload: None,
+            batch: 1,
         };
         let j = r.to_json();
         for k in [

@@ -404,11 +404,13 @@ fn nothing_listening_exits_1_with_counted_errors() {
 fn stock_tonic_and_the_routing_client_drive_the_same_workload() {
     let server = start_server();
     let target = server.addr.to_string();
-    for (client, mode) in [
-        ("tonic", "closed (tonic)"),
-        ("sharded", "closed (shardcache-client)"),
+    for (client, mode, batch) in [
+        ("tonic", "closed (tonic)", "1"),
+        ("sharded", "closed (shardcache-client)", "1"),
+        ("tonic", "closed (tonic)", "10"),
+        ("sharded", "closed (shardcache-client)", "10"),
     ] {
-        let out = finish(loadtest(&[
+        let args = [
             "--target",
             &target,
             "--client",
@@ -425,14 +427,18 @@ fn stock_tonic_and_the_routing_client_drive_the_same_workload() {
             "--get-ratio",
             "0.8",
             "--json",
-        ]));
+            "--batch",
+            batch,
+        ];
+        let out = finish(loadtest(&args));
         assert!(
             out.status.success(),
-            "--client {client}: exit {:?}: {}",
+            "--client {client} --batch {batch}: exit {:?}: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
         let j = report(&out);
+        assert_eq!(j["batch"].to_string(), batch);
         assert_eq!(j["mode"], mode);
         assert_eq!(j["preload"]["ok"], 500, "{j}");
         let requests = j["requests"].as_u64().unwrap();
