@@ -315,7 +315,9 @@ impl Client {
                     .or_default()
                     .push(i);
             }
-            let mut calls = JoinSet::new();
+            // One call per (node, shard) and chunk, all at once; a batch
+            // that is a single call needs no task of its own.
+            let mut sends = Vec::new();
             for ((node, ch), idx) in groups {
                 let addr = t.nodes[node].addr;
                 let channel = t.nodes[node].channel_at(ch).clone();
@@ -323,18 +325,31 @@ impl Client {
                     let req = ManyRequest {
                         items: chunk.iter().map(|&i| items[i].clone()).collect(),
                     };
-                    let chunk = chunk.to_vec();
                     let left = deadline.saturating_duration_since(Instant::now());
                     let to = (addr, channel.clone());
-                    calls.spawn(send_many(to, kind, req, left, chunk));
+                    sends.push(send_many(to, kind, req, left, chunk.to_vec()));
+                }
+            }
+            let mut outcomes = Vec::with_capacity(sends.len());
+            if sends.len() == 1 {
+                if let Some(call) = sends.pop() {
+                    outcomes.push(call.await);
+                }
+            } else {
+                let mut calls = JoinSet::new();
+                for call in sends {
+                    calls.spawn(call);
+                }
+                while let Some(joined) = calls.join_next().await {
+                    // A panicked task: its items stay unanswered.
+                    if let Ok(outcome) = joined {
+                        outcomes.push(outcome);
+                    }
                 }
             }
             let mut failed = Vec::new();
             let mut error = None;
-            while let Some(joined) = calls.join_next().await {
-                let Ok((chunk, outcome)) = joined else {
-                    continue; // a panicked task: its items stay unanswered
-                };
+            for (chunk, outcome) in outcomes {
                 match outcome {
                     Ok(outs) => {
                         for (i, out) in chunk.into_iter().zip(outs) {
