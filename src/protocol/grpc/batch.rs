@@ -103,9 +103,8 @@ pub fn frame_many_response<'a>(
 fn item_len(r: &ItemResult<'_>) -> usize {
     let bytes_field = |n: usize| 1 + encoded_len_varint(n as u64) + n;
     match r {
-        ItemResult::Value(None) | ItemResult::Deleted(false) => 0,
-        ItemResult::Value(Some([])) => 2,
-        ItemResult::Value(Some(v)) => bytes_field(v.len()) + 2,
+        ItemResult::Value(v) => super::found_value_len(*v),
+        ItemResult::Deleted(false) => 0,
         ItemResult::Stored | ItemResult::Deleted(true) => 2,
         ItemResult::Failed(st) => {
             let msg = if st.message.is_empty() {
@@ -120,16 +119,8 @@ fn item_len(r: &ItemResult<'_>) -> usize {
 
 fn encode_item(r: &ItemResult<'_>, code_field: u32, dst: &mut Vec<u8>) {
     match r {
-        ItemResult::Value(None) | ItemResult::Deleted(false) => {}
-        ItemResult::Value(Some(v)) => {
-            if !v.is_empty() {
-                encode_key(1, WireType::LengthDelimited, dst);
-                encode_varint(v.len() as u64, dst);
-                dst.extend_from_slice(v);
-            }
-            encode_key(2, WireType::Varint, dst);
-            dst.put_u8(1);
-        }
+        ItemResult::Value(v) => super::encode_found_value(*v, dst),
+        ItemResult::Deleted(false) => {}
         ItemResult::Stored | ItemResult::Deleted(true) => {
             encode_key(1, WireType::Varint, dst);
             dst.put_u8(1);

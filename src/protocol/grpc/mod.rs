@@ -255,16 +255,27 @@ pub fn frame_message<M: prost::Message>(msg: &M, dst: &mut Vec<u8>) {
 /// Appends a framed `GetResponse { value, found }` without building the
 /// message struct, so a hit copies the value once, straight from the store.
 pub fn frame_get_response(value: Option<&[u8]>, dst: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    let body_len = match value {
-        // field 1 (bytes) is omitted when empty, as proto3 does; field 2 = true.
-        Some(v) if !v.is_empty() => 1 + encoded_len_varint(v.len() as u64) + v.len() + 2,
-        Some(_) => 2,
-        None => 0,
-    };
+    let body_len = found_value_len(value);
     dst.reserve(5 + body_len);
     dst.put_u8(0);
     dst.put_u32(body_len as u32);
+    encode_found_value(value, dst);
+}
+
+/// The encoded length of `{ value = 1, found = 2 }` (GetResponse, and a
+/// batch's GetResult without a status): field 1 is omitted when empty, as
+/// proto3 does; a miss is the empty message.
+fn found_value_len(value: Option<&[u8]>) -> usize {
+    match value {
+        Some([]) => 2,
+        Some(v) => 1 + prost::encoding::encoded_len_varint(v.len() as u64) + v.len() + 2,
+        None => 0,
+    }
+}
+
+/// Appends `{ value = 1, found = 2 }` as [`found_value_len`] counts it.
+fn encode_found_value(value: Option<&[u8]>, dst: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
     if let Some(v) = value {
         if !v.is_empty() {
             encode_key(1, WireType::LengthDelimited, dst);
