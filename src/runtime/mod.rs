@@ -492,6 +492,54 @@ mod tests {
         t.join().unwrap();
     }
 
+    /// Preemption is a clock deadline in the vendored glommio (no io_uring
+    /// timer per turn): a task that works and only calls `yield_if_needed`
+    /// must still give way, so that a timer and a socket's bytes reach the
+    /// tasks waiting on them while it runs.
+    #[test]
+    fn busy_task_yields_to_timers_and_io() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let t = spawn_shard("preempt-test", 0, Duration::ZERO, || async {
+            let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let timer_fired = Rc::new(Cell::new(false));
+            let bytes_read = Rc::new(Cell::new(0usize));
+            let fired = timer_fired.clone();
+            spawn(async move {
+                sleep(Duration::from_millis(5)).await;
+                fired.set(true);
+            });
+            let read = bytes_read.clone();
+            spawn(async move {
+                let mut server = listener.accept().await.unwrap();
+                let mut buf = [0u8; 16];
+                let n = server.read(&mut buf).await.unwrap();
+                read.set(n);
+            });
+            // The peer writes from another thread, so the bytes arrive
+            // while this shard is busy.
+            let writer = std::thread::spawn(move || {
+                use std::io::Write;
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(b"hello").unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+            });
+            let start = std::time::Instant::now();
+            while !(timer_fired.get() && bytes_read.get() > 0)
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                std::hint::black_box(0u64);
+                yield_if_needed().await;
+            }
+            assert!(timer_fired.get(), "a busy task starved the timer");
+            assert_eq!(bytes_read.get(), 5, "a busy task starved the socket");
+            writer.join().unwrap();
+        })
+        .unwrap();
+        t.join().unwrap();
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("0"), vec![0]);

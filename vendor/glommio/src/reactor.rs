@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,6 +173,15 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// shardcache patch: when the running task queue's time slice ends.
+    /// Upstream arms an io_uring TIMEOUT on the latency ring at every turn
+    /// (and cancels the previous one), plus a throughput TIMEOUT linked to an
+    /// eventfd WRITE on the main ring: five SQEs and up to two extra
+    /// `io_uring_enter` per turn of the executor, measured as the largest
+    /// runtime cost per request at one call in flight per connection. A
+    /// clock read against this deadline gives the same preemption points.
+    preempt_deadline: Cell<Instant>,
 }
 
 impl Reactor {
@@ -193,6 +202,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            preempt_deadline: Cell::new(Instant::now()),
         })
     }
 
@@ -206,7 +216,11 @@ impl Reactor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }
+        // SAFETY (upstream): the pointers are the latency ring's CQ head and
+        // tail, mapped for the ring's lifetime, which is the reactor's.
+        let latency_event =
+            unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) };
+        latency_event || Instant::now() >= self.preempt_deadline.get()
     }
 
     pub(crate) fn id(&self) -> usize {
@@ -870,10 +884,15 @@ impl Reactor {
         let (next_timer, woke) = self.process_external_events();
 
         // Block on I/O events.
-        match self
+        let result = self
             .sys
-            .wait(timeout, next_timer, woke, || self.process_shared_channels())
-        {
+            .wait(&timeout, next_timer, woke, || self.process_shared_channels());
+        // shardcache patch: the next time slice starts now (see
+        // `preempt_deadline`).
+        if let Some(slice) = timeout() {
+            self.preempt_deadline.set(Instant::now() + slice);
+        }
+        match result {
             // Don't wait for the next loop to process timers or shared channels
             Ok(true) => {
                 self.process_external_events();

@@ -306,6 +306,12 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // shardcache patch: pairs with the fence in `Reactor::wait` (sys/uring.rs)
+        // between publishing `should_notify` and checking the channels
+        // once more; upstream used a process-wide membarrier there instead.
+        // Whatever the caller published (a message, a waker) is visible to
+        // the sleeper, or the sleeper's flag is visible here.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -293,6 +293,12 @@ impl Source {
         }
     }
 
+    /// shardcache patch: whether the request is queued or in the kernel
+    /// (its completion not consumed yet).
+    pub(super) fn in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn is_installed(&self) -> Option<bool> {
         match &self.inner.borrow().source_type {
             SourceType::ForeignNotifier(_, installed) => Some(*installed),
