@@ -184,6 +184,21 @@ pub struct ServeArgs {
     #[arg(long = "hot-ttl", default_value = "30s", value_parser = parse_duration)]
     pub hot_ttl: Duration,
 
+    /// TLS: the node's certificate chain (PEM; leaf first). With --tls-key,
+    /// the gRPC port (ALPN h2) and the gateway (http/1.1) speak TLS 1.3 and
+    /// 1.2 only; plaintext clients are refused. SIGHUP reads the files again.
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS: the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// TLS: require client certificates that chain to these CA
+    /// certificates (PEM) on both ports (mutual TLS). Needs --tls-cert.
+    #[arg(long = "tls-client-ca", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Read-through groups, from the config file's `[groups.NAME]` tables.
     #[arg(skip)]
     pub groups: Vec<GroupConfig>,

@@ -124,6 +124,7 @@ impl NodeBuilder {
             loaders: self.loaders,
             on_listening: Some(ready_tx),
             embedded: true,
+            tls: None,
         };
         let thread = std::thread::Builder::new()
             .name("shardcache-node".into())

@@ -19,7 +19,16 @@ fn main() -> ExitCode {
         Action::CheckConfig(a) => {
             let c = server::NodeConfig::from_args(&a);
             // Origins are resolved too, as the node would at start-up.
-            if let Err(e) = c.check().and_then(|()| c.group_specs().map(drop)) {
+            // TLS files are read and checked as at start-up.
+            let tls = || match c.tls.clone() {
+                Some(files) => shardcache::tls::Tls::load(files).map(drop),
+                None => Ok(()),
+            };
+            if let Err(e) = c
+                .check()
+                .and_then(|()| c.group_specs().map(drop))
+                .and_then(|()| tls())
+            {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
@@ -32,6 +41,14 @@ fn main() -> ExitCode {
     if let Err(e) = config.check() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
+    }
+    // A bad TLS file is a configuration error too (the node loads them
+    // again as it starts).
+    if let Some(files) = config.tls.clone() {
+        if let Err(e) = shardcache::tls::Tls::load(files) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     }
     // Not fatal by itself: recent kernels do not charge io_uring to the
     // limit. If executors then fail to start, that error repeats the hint.

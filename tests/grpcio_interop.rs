@@ -11,23 +11,12 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn python() -> PathBuf {
-    match std::env::var_os("SHARDCACHE_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/test-venv/bin/python3"
-        )),
-    }
-}
-
 #[test]
 fn python_grpcio_client_interoperates() {
-    let py = python();
+    let py = test_python();
     assert!(
         py.exists(),
         "no Python for the grpcio interop test at {} (set SHARDCACHE_TEST_PYTHON, or run \

@@ -79,10 +79,16 @@ pub enum Guard {
     /// A request's headers decoded past MAX_HEADER_LIST_SIZE (HPACK bomb);
     /// its stream was reset.
     OversizedHeaders = 13,
+    /// A TLS handshake failed (no or an untrusted client certificate, no
+    /// common version or ALPN, not TLS at all); the connection was closed.
+    TlsHandshakeFailed = 14,
+    /// A plaintext client reached a node that requires TLS (GOAWAY
+    /// INADEQUATE_SECURITY).
+    PlaintextRefused = 15,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 14] = [
+    pub const ALL: [Guard; 16] = [
         Guard::ConnectionLimit,
         Guard::IdleClosed,
         Guard::WriteStalled,
@@ -97,6 +103,8 @@ impl Guard {
         Guard::FloodUnreadAcks,
         Guard::FloodContinuations,
         Guard::OversizedHeaders,
+        Guard::TlsHandshakeFailed,
+        Guard::PlaintextRefused,
     ];
 
     pub fn flood(kind: Flood) -> Guard {
@@ -126,6 +134,8 @@ impl Guard {
             Guard::FloodUnreadAcks => "flood_unread_acks",
             Guard::FloodContinuations => "flood_continuations",
             Guard::OversizedHeaders => "oversized_headers",
+            Guard::TlsHandshakeFailed => "tls_handshake_failed",
+            Guard::PlaintextRefused => "plaintext_refused",
         }
     }
 }

@@ -26,6 +26,7 @@ use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
 use super::peer_client::Peers;
 use super::peer_session::PeerSession;
 use super::streaming::Streaming;
+use super::tls_session::TlsSession;
 use super::NodeShared;
 use crate::metrics::{self, Guard, Interface, ReplyStatus};
 use crate::proto;
@@ -85,6 +86,7 @@ pub async fn serve(
         }
         Some(Kind::Client) => {
             shard.connection_opened(Interface::Grpc);
+            let tls = node.tls.as_ref().map(|t| t.current());
             let mut s = GrpcSession::new(
                 shard.clone(),
                 peers,
@@ -92,14 +94,37 @@ pub async fn serve(
                 shared.mailbox().clone(),
                 settings,
             );
+            let speaks_tls = input.first() == Some(&TLS_HANDSHAKE_RECORD);
             if refuse {
                 registry.count(Guard::ConnectionLimit);
-                let msg = format!(
-                    "connection limit reached (--max-connections {})",
-                    s.node.config.max_connections
-                );
-                s.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
-                let _ = stream.write_all(s.output()).await;
+                // A TLS client could not read a plaintext GOAWAY: it is
+                // just closed.
+                if !speaks_tls {
+                    let msg = format!(
+                        "connection limit reached (--max-connections {})",
+                        s.node.config.max_connections
+                    );
+                    s.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
+                    let _ = stream.write_all(s.output()).await;
+                }
+            } else if let Some(tls) = tls {
+                if speaks_tls {
+                    if let Ok(conn) = rustls::ServerConnection::new(tls.grpc.clone()) {
+                        let mut t = TlsSession::new(conn, s, first_bytes_by);
+                        let _ = driver::drive(&mut stream, &mut t, &shared, Some(&registry), input)
+                            .await;
+                        if t.handshake_failed() {
+                            registry.count(Guard::TlsHandshakeFailed);
+                        }
+                    }
+                } else {
+                    registry.count(Guard::PlaintextRefused);
+                    s.h2.go_away(
+                        ErrorCode::InadequateSecurity,
+                        b"this node requires TLS (it was started with --tls-cert)",
+                    );
+                    let _ = stream.write_all(s.output()).await;
+                }
             } else {
                 let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
             }
@@ -120,6 +145,9 @@ enum Kind {
     Client,
     Peer,
 }
+
+/// The first byte of a TLS connection (a handshake record: ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Reads until the first bytes tell a peer (the full magic) from a client
 /// (anything else; the HTTP/2 layer judges its preface). None when the

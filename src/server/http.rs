@@ -22,6 +22,7 @@ use super::dispatch::{self, Local};
 use super::driver::{self, Session};
 use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
 use super::peer_client::Peers;
+use super::tls_session::TlsSession;
 use super::NodeShared;
 use crate::cluster::EtcdState;
 use crate::gateway::{self, Outcome, Response, Route};
@@ -61,7 +62,11 @@ pub async fn serve(
     shard.connection_opened(Interface::Http);
     let shared = Rc::new(ConnShared::default());
     let id = registry.add(shared.clone());
-    if refuse {
+    let tls = node.tls.as_ref().map(|t| t.current());
+    if refuse && tls.is_some() {
+        // A TLS client could not read a plaintext 503: it is just closed.
+        registry.count(Guard::ConnectionLimit);
+    } else if refuse {
         registry.count(Guard::ConnectionLimit);
         let mut out = Vec::new();
         let msg = format!(
@@ -103,14 +108,33 @@ pub async fn serve(
             request_started: now,
             header_timeout: node_header_timeout,
         };
-        let _ = driver::drive(
-            &mut stream,
-            &mut c,
-            &shared,
-            Some(&registry),
-            BytesMut::new(),
-        )
-        .await;
+        match tls.map(|t| rustls::ServerConnection::new(t.http.clone())) {
+            Some(Ok(conn)) => {
+                let mut t = TlsSession::new(conn, c, now + node_header_timeout);
+                let _ = driver::drive(
+                    &mut stream,
+                    &mut t,
+                    &shared,
+                    Some(&registry),
+                    BytesMut::new(),
+                )
+                .await;
+                if t.handshake_failed() {
+                    registry.count(Guard::TlsHandshakeFailed);
+                }
+            }
+            Some(Err(_)) => {}
+            None => {
+                let _ = driver::drive(
+                    &mut stream,
+                    &mut c,
+                    &shared,
+                    Some(&registry),
+                    BytesMut::new(),
+                )
+                .await;
+            }
+        }
     }
     shared.mailbox().close();
     registry.remove(id);

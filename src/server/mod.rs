@@ -25,6 +25,7 @@ mod peer_session;
 mod ports;
 mod shard_main;
 mod streaming;
+mod tls_session;
 
 pub use node_config::NodeConfig;
 
@@ -64,6 +65,8 @@ pub struct NodeShared {
     /// Per shard: bytes of large values on their way to its connections
     /// (shard/transit.rs), bounded by its share of --node-buffer.
     pub in_transit: Vec<InTransit>,
+    /// --tls-cert: the TLS settings every shard accepts with; None: plaintext.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl NodeShared {
@@ -84,23 +87,86 @@ impl NodeShared {
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
 pub fn run(config: NodeConfig) -> Result<(), String> {
+    let tls = load_tls(&config)?;
     // Registered before any shard starts so that an early SIGTERM is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Signals go to a thread of their own, so that SIGTERM also works
-    // while the node waits for etcd.
+    // while the node waits for etcd. SIGHUP reloads the TLS files there.
     let (signal_tx, signal_rx) = mpsc::channel::<i32>();
+    let reloadable = tls.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                reload_tls(reloadable.as_deref());
+                continue;
+            }
             if signal_tx.send(sig).is_err() {
                 return;
             }
         }
     });
-    serve(config, Hooks::default(), signal_rx)
+    let hooks = Hooks {
+        tls,
+        ..Hooks::default()
+    };
+    serve(config, hooks, signal_rx)
+}
+
+/// Reads --tls-cert/--tls-key/--tls-client-ca; the error names the option and file.
+fn load_tls(config: &NodeConfig) -> Result<Option<Arc<crate::tls::Tls>>, String> {
+    let Some(files) = config.tls.clone() else {
+        return Ok(None);
+    };
+    let tls = crate::tls::Tls::load(files)?;
+    tracing::info!(
+        cert = %tls.files().cert.display(),
+        valid_until = %tls.current().not_after,
+        client_certificates = if tls.files().client_ca.is_some() { "required" } else { "not asked for" },
+        "TLS on the gRPC port and the gateway"
+    );
+    Ok(Some(Arc::new(tls)))
+}
+
+/// SIGHUP: new connections get the files as they are now; open ones keep
+/// theirs. A failed reload keeps the current settings.
+fn reload_tls(tls: Option<&crate::tls::Tls>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: nothing to reload (the node has no --tls-cert)");
+        return;
+    };
+    match tls.reload() {
+        Ok(c) => tracing::info!(
+            cert = %tls.files().cert.display(),
+            valid_until = %c.not_after,
+            "SIGHUP: TLS certificate reloaded; new connections use it"
+        ),
+        Err(e) => {
+            tracing::error!("SIGHUP: TLS reload failed, keeping the current certificate: {e}")
+        }
+    }
+}
+
+/// Plaintext on an address other hosts can reach: say what that exposes.
+fn warn_if_exposed(config: &NodeConfig, grpc: SocketAddr, http: Option<SocketAddr>) {
+    if config.tls.is_some() {
+        return;
+    }
+    for (port, addr) in [("gRPC", Some(grpc)), ("gateway", http)] {
+        if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                "the {port} port {addr} is reachable beyond this host and serves plaintext \
+                 without authentication: anyone who can reach it can read, overwrite and \
+                 delete every key, and see the traffic; start with --tls-cert and --tls-key \
+                 (and --tls-client-ca to require client certificates), or keep it on a \
+                 trusted network"
+            );
+        }
+    }
 }
 
 /// What a program that embeds a node adds to it (see `crate::embed`).
@@ -113,6 +179,9 @@ pub struct Hooks {
     /// An embedded node never ends its host process: no exit on a second
     /// stop request or on --shutdown-timeout.
     pub embedded: bool,
+    /// TLS settings already loaded (`run` loads them first so that its
+    /// SIGHUP handler can reload them); None: loaded from the config.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Runs a node until a stop request (a signal number) arrives on `stop`
@@ -120,9 +189,14 @@ pub struct Hooks {
 pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Result<(), String> {
     let signal_rx = stop;
     config.check()?;
+    let tls = match hooks.tls.clone() {
+        Some(tls) => Some(tls),
+        None => load_tls(&config)?,
+    };
     let (reservation, addr) = reserve(config.listen, "")?;
     let http_reservation = reserve_http(config.http, addr)?;
     let http_addr = http_reservation.as_ref().map(|(_, a)| *a);
+    warn_if_exposed(&config, addr, http_addr);
     let shards = config.shards;
     let shard_reservations = reserve_shard_ports(config.shard_ports, shards, addr, http_addr)?;
     let (advertise, node_id) = config.identity(addr)?;
@@ -151,6 +225,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
         listening: AtomicBool::new(false),
         heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         in_transit: (0..shards).map(|_| InTransit::default()).collect(),
+        tls,
     });
     // No shard listens before the ring is known: a node never serves a
     // key it does not own because its ring was empty.

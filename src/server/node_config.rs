@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub hot_fraction: f64,
     pub hot_ttl: Duration,
     pub groups: Vec<crate::config::GroupConfig>,
+    /// --tls-cert, --tls-key, --tls-client-ca; None: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,14 @@ impl NodeConfig {
             hot_fraction: args.hot_fraction,
             hot_ttl: args.hot_ttl,
             groups: args.groups.clone(),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 

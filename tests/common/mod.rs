@@ -1496,3 +1496,28 @@ pub fn scrape(n: &Node) -> prom::Exposition {
 pub fn total(e: &prom::Exposition, name: &str) -> f64 {
     e.named(name).iter().map(|s| s.value).sum()
 }
+
+/// The Python with grpcio for interop tests: SHARDCACHE_TEST_PYTHON, else
+/// `<crate>/target/test-venv/bin/python3`, which `./.ci/test` creates.
+pub fn test_python() -> std::path::PathBuf {
+    match std::env::var_os("SHARDCACHE_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/test-venv/bin/python3"
+        )),
+    }
+}
+
+/// Waits (up to 10 s) until the node's log contains `text`.
+pub fn wait_for_log(node: &Node, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log_tail().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never logged\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

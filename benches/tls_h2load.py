@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""What TLS costs per call: h2load (nghttp2, not our client) against one
+shard pinned to CPU 0, plaintext and TLS side by side, Get 64 B at 16 x 16
+and 64 x 1; h2load on CPU 1. Server CPU from /proc; ops per server
+CPU-second is the figure to compare (h2load is the bottleneck at 64 x 1).
+
+    cargo build --release --bin shardcache
+    benches/tls_h2load.py [--reps 3] [--duration 4]
+
+Certificates are made with openssl into a temporary directory (a P-256
+CA and a node certificate for 127.0.0.1), as docs/operations.md shows.
+h2load does not verify the certificate; the handshake and the record
+layer are the same work for the server either way.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target/release/shardcache"
+KEY = b"k" * 16
+VALUE = b"v" * 64
+
+
+def frame(msg: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(msg)) + msg
+
+
+def pb_bytes(field: int, data: bytes) -> bytes:
+    # Lengths here are below 128: one varint byte.
+    return bytes([field << 3 | 2, len(data)]) + data
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def make_certs(d: Path) -> tuple[Path, Path]:
+    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=bench CA")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=bench")
+    (d / "node.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.pem", "-days", "30", "-extfile", "node.ext")
+    return d / "node.pem", d / "node.key"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def h2load(url: str, body: Path, c: int, m: int, duration: float | None, n: int | None = None) -> dict:
+    cmd = ["taskset", "-c", "1", "h2load", "-t", "1", "-c", str(c), "-m", str(m),
+           "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body)]
+    cmd += ["-D", str(int(duration))] if duration else ["-n", str(n)]
+    p = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=120)
+    out = p.stdout
+    m_rps = re.search(r"finished in .*?, ([\d.]+) req/s", out)
+    if not m_rps:
+        raise SystemExit(f"h2load printed no result ({' '.join(cmd + [url])}):\n{out}\n{p.stderr}")
+    rps = float(m_rps.group(1))
+    st = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    return {"rps": rps, "done": int(st.group(3)), "failed": int(st.group(5)), "text": out}
+
+
+def point(tls: bool, certs, c: int, m: int, duration: float, d: Path) -> dict:
+    port = free_port()
+    argv = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--http", "off", "--shards", "1",
+            "--memory", "1GiB", "--log-level", "warn"]
+    if tls:
+        argv += ["--tls-cert", str(certs[0]), "--tls-key", str(certs[1])]
+    srv = subprocess.Popen(["taskset", "-c", "0"] + argv, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise SystemExit("node did not listen")
+                time.sleep(0.05)
+        scheme = "https" if tls else "http"
+        set_body, get_body = d / "set.bin", d / "get.bin"
+        set_body.write_bytes(frame(pb_bytes(2, KEY) + pb_bytes(3, VALUE)))
+        get_body.write_bytes(frame(pb_bytes(2, KEY)))
+        h2load(f"{scheme}://127.0.0.1:{port}/cache.Cache/Set", set_body, 1, 1, None, n=1)
+        h2load(f"{scheme}://127.0.0.1:{port}/cache.Cache/Get", get_body, c, m, 1)  # warm-up
+        c0, t0 = cpu_seconds(srv.pid), time.monotonic()
+        r = h2load(f"{scheme}://127.0.0.1:{port}/cache.Cache/Get", get_body, c, m, duration)
+        cpu = (cpu_seconds(srv.pid) - c0) / (time.monotonic() - t0)
+        if r["failed"] or not r["done"]:
+            raise SystemExit(f"h2load failed:\n{r['text']}")
+        return {"rps": r["rps"], "cpu": cpu, "per_cpu_s": r["rps"] / max(cpu, 1e-6)}
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=4)
+    a = ap.parse_args()
+    for tool in ("h2load", "openssl", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"needs {tool} (apt-get install nghttp2-client openssl util-linux)")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        certs = make_certs(d)
+        rows = {}
+        for rep in range(a.reps):
+            for c, m in ((16, 16), (64, 1)):
+                for tls in (False, True):
+                    r = point(tls, certs, c, m, a.duration, d)
+                    rows.setdefault((c, m, tls), []).append(r)
+                    print(f"rep {rep} {c}x{m} {'TLS  ' if tls else 'plain'}: {r['rps']:9.0f} req/s  "
+                          f"server CPU {r['cpu']:.2f}  {r['per_cpu_s']:9.0f} per CPU-s", file=sys.stderr)
+    print(f"\nGet 64 B, one shard on CPU 0, h2load on CPU 1, medians of {a.reps} x {a.duration:.0f} s\n")
+    print("| shape | plaintext: Gets/s | server CPU | Gets per server CPU-s | TLS: Gets/s | server CPU "
+          "| Gets per server CPU-s | server CPU-µs per call: plaintext → TLS |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for c, m in ((16, 16), (64, 1)):
+        p, t = rows[(c, m, False)], rows[(c, m, True)]
+        med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+        pus, tus = 1e6 / med(p, "per_cpu_s"), 1e6 / med(t, "per_cpu_s")
+        print(f"| {c} × {m} | {med(p, 'rps'):,.0f} | {med(p, 'cpu'):.2f} | {med(p, 'per_cpu_s'):,.0f} "
+              f"| {med(t, 'rps'):,.0f} | {med(t, 'cpu'):.2f} | {med(t, 'per_cpu_s'):,.0f} "
+              f"| {pus:.2f} → {tus:.2f} (+{(tus / pus - 1) * 100:.0f} %) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,506 @@
+//! TLS on both ports, with real clients that are not ours: tonic over
+//! rustls, Python grpcio with root certificates (gRPC C-core's TLS), curl
+//! to the gateway. Certificates are made per test with rcgen (a CA, a
+//! server certificate for localhost and 127.0.0.1, client certificates,
+//! a second CA nobody trusts).
+
+mod common;
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// (certificate PEM, key PEM) of a leaf signed by this CA.
+    fn leaf(&self, name: &str, client: bool, expired: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let sans = if client {
+            vec![format!("{name}.clients.test")]
+        } else {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        };
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A temporary directory for one test's files.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!(
+            "shardcache-tls-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn arg(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A node on TLS with a server certificate from `ca`, files in `dir`.
+fn tls_node(dir: &Dir, ca: &Ca, client_ca: Option<&Path>) -> Node {
+    let (cert, key) = ca.leaf("node", false, false);
+    let cert = dir.write("node.pem", &cert);
+    let key = dir.write("node.key", &key);
+    let mut args = vec![
+        "--tls-cert".to_string(),
+        arg(&cert),
+        "--tls-key".to_string(),
+        arg(&key),
+    ];
+    if let Some(ca) = client_ca {
+        args.push("--tls-client-ca".into());
+        args.push(arg(ca));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::builder().shards(2).args(&args).start()
+}
+
+/// A tonic channel over TLS trusting `ca_pem`, optionally with a client
+/// certificate. Err: the connection or handshake failed.
+async fn tls_channel(
+    node: &Node,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let ep = Endpoint::from_shared(format!("https://{}", node.addr))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| format!("{e:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5));
+    ep.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+/// Set then Get of `key` on `ch`; Err names the failing call.
+async fn set_get(ch: Channel, key: &str) -> Result<Vec<u8>, String> {
+    let mut c = pb::cache_client::CacheClient::new(ch);
+    let value = format!("value of {key}").into_bytes();
+    c.set(set_req("tls", key, &value, 0))
+        .await
+        .map_err(|s| format!("Set: {s:?}"))?;
+    let r = c
+        .get(req("tls", key))
+        .await
+        .map_err(|s| format!("Get: {s:?}"))?
+        .into_inner();
+    Ok(r.value)
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl (apt-get install curl; ./.ci/test installs it)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `https://localhost:PORT{path}` for curl, pinned to 127.0.0.1.
+fn https(node: &Node, path: &str) -> (String, String) {
+    let port = node.http_addr().port();
+    (
+        format!("localhost:{port}:127.0.0.1"),
+        format!("https://localhost:{port}{path}"),
+    )
+}
+
+/// A guard counter from /metrics, read over TLS with curl.
+fn guard_events(node: &Node, ca: &Path, client: Option<(&Path, &Path)>, event: &str) -> f64 {
+    let (resolve, url) = https(node, "/metrics");
+    let mut args = vec!["--resolve", &resolve, "--cacert"];
+    let ca = arg(ca);
+    args.push(&ca);
+    let (c, k);
+    if let Some((cert, key)) = client {
+        c = arg(cert);
+        k = arg(key);
+        args.extend(["--cert", &c, "--key", &k]);
+    }
+    args.push(&url);
+    let (ok, text) = curl(&args);
+    assert!(ok, "GET /metrics over TLS: {text}");
+    let e = prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    e.named("shardcache_guard_events_total")
+        .iter()
+        .filter(|s| s.labels.get("event").map(String::as_str) == Some(event))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[test]
+fn tonic_grpcio_and_curl_reach_a_tls_node_and_plaintext_is_refused() {
+    let dir = Dir::new("clients");
+    let ca = Ca::new("test CA");
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let node = tls_node(&dir, &ca, None);
+
+    // tonic over rustls.
+    block_on(async {
+        let ch = tls_channel(&node, &ca.pem(), None).await.unwrap();
+        assert_eq!(
+            set_get(ch.clone(), "tonic").await.unwrap(),
+            b"value of tonic"
+        );
+        // A value of many TLS records each way.
+        let big: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        let mut c = pb::cache_client::CacheClient::new(ch)
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20);
+        c.set(set_req("tls", "big", &big, 0)).await.unwrap();
+        let r = c.get(req("tls", "big")).await.unwrap().into_inner();
+        assert!(
+            r.found && r.value == big,
+            "1 MiB value did not round-trip over TLS"
+        );
+    });
+
+    // Python grpcio (C-core's TLS) with the CA as root certificate.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(test_python())
+        .arg(format!("{root}/tests/clients/grpcio_tls.py"))
+        .args(["--target", &node.addr.to_string()])
+        .args(["--proto", &format!("{root}/proto/cache.proto")])
+        .args(["--ca", &arg(&ca_path)])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python for grpcio (./.ci/test makes target/test-venv)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+        panic!(
+            "grpcio_tls.py printed no JSON ({e}): {report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(v["set"], "OK", "{v}");
+    assert_eq!(v["get"], "value from grpcio", "{v}");
+
+    // curl to the gateway, verifying with --cacert.
+    let (resolve, url) = https(&node, "/v1/tls/curl");
+    let (ok, text) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &arg(&ca_path),
+        "-X",
+        "PUT",
+        "--data-binary",
+        "from curl",
+        &url,
+    ]);
+    assert!(ok, "PUT over TLS: {text}");
+    let (ok, text) = curl(&["--resolve", &resolve, "--cacert", &arg(&ca_path), &url]);
+    assert!(ok, "GET over TLS: {text}");
+    assert_eq!(text, "from curl");
+    let (resolve, healthz) = https(&node, "/healthz");
+    let (ok, text) = curl(&["--resolve", &resolve, "--cacert", &arg(&ca_path), &healthz]);
+    assert!(ok, "GET /healthz over TLS: {text}");
+    // TLS 1.2 too.
+    let (ok, text) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &arg(&ca_path),
+        "--tls-max",
+        "1.2",
+        &healthz,
+    ]);
+    assert!(ok, "GET /healthz over TLS 1.2: {text}");
+    // curl without the CA does not trust the node.
+    let (ok, _) = curl(&["--resolve", &resolve, &healthz]);
+    assert!(!ok, "curl trusted a certificate from an unknown CA");
+
+    // A plaintext gRPC client is told to use TLS (GOAWAY
+    // INADEQUATE_SECURITY) and counted; a plaintext HTTP client fails.
+    block_on(async {
+        let plain = Endpoint::from_shared(node.url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5));
+        let r = match plain.connect().await {
+            Ok(ch) => set_get(ch, "plain").await,
+            Err(e) => Err(format!("{e:?}")),
+        };
+        assert!(r.is_err(), "a plaintext client was served by a TLS node");
+    });
+    let (ok, _) = curl(&[&format!("http://{}/healthz", node.http_addr())]);
+    assert!(!ok, "the gateway answered plaintext HTTP");
+    assert!(guard_events(&node, &ca_path, None, "plaintext_refused") >= 1.0);
+    node.assert_alive();
+}
+
+#[test]
+fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
+    let dir = Dir::new("mtls");
+    let ca = Ca::new("test CA");
+    let stranger = Ca::new("someone else's CA");
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let node = tls_node(&dir, &ca, Some(&ca_path));
+    let (good_cert, good_key) = ca.leaf("app", true, false);
+    let (bad_cert, bad_key) = stranger.leaf("intruder", true, false);
+
+    block_on(async {
+        let ch = tls_channel(&node, &ca.pem(), Some((&good_cert, &good_key)))
+            .await
+            .unwrap();
+        assert_eq!(set_get(ch, "mtls").await.unwrap(), b"value of mtls");
+
+        for (who, identity) in [
+            ("no client certificate", None),
+            (
+                "a certificate from an untrusted CA",
+                Some((bad_cert.as_str(), bad_key.as_str())),
+            ),
+        ] {
+            let r = match tls_channel(&node, &ca.pem(), identity).await {
+                Ok(ch) => set_get(ch, "mtls").await,
+                Err(e) => Err(e),
+            };
+            assert!(r.is_err(), "a client with {who} was served");
+        }
+    });
+
+    // The gateway asks for certificates too.
+    let good_cert_path = dir.write("app.pem", &good_cert);
+    let good_key_path = dir.write("app.key", &good_key);
+    let (resolve, url) = https(&node, "/healthz");
+    let (ok, text) = curl(&["--resolve", &resolve, "--cacert", &arg(&ca_path), &url]);
+    assert!(
+        !ok,
+        "the gateway served a client without a certificate: {text}"
+    );
+    let (ok, text) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &arg(&ca_path),
+        "--cert",
+        &arg(&good_cert_path),
+        "--key",
+        &arg(&good_key_path),
+        &url,
+    ]);
+    assert!(
+        ok,
+        "a client with a trusted certificate was refused: {text}"
+    );
+
+    let failed = guard_events(
+        &node,
+        &ca_path,
+        Some((&good_cert_path, &good_key_path)),
+        "tls_handshake_failed",
+    );
+    assert!(failed >= 3.0, "rejected handshakes counted: {failed}");
+    node.assert_alive();
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_open_connections_stay() {
+    let dir = Dir::new("reload");
+    let first = Ca::new("first CA");
+    let second = Ca::new("second CA");
+    let node = tls_node(&dir, &first, None);
+
+    block_on(async {
+        let open = tls_channel(&node, &first.pem(), None).await.unwrap();
+        assert!(set_get(open.clone(), "before").await.is_ok());
+
+        // New files in place, then SIGHUP.
+        let (cert, key) = second.leaf("node", false, false);
+        dir.write("node.pem", &cert);
+        dir.write("node.key", &key);
+        node.signal("HUP");
+        wait_for_log(&node, "TLS certificate reloaded");
+        node.assert_alive();
+
+        // The connection opened before the reload still works.
+        assert!(set_get(open, "after, old connection").await.is_ok());
+        // New connections get the new certificate.
+        let ch = tls_channel(&node, &second.pem(), None).await.unwrap();
+        assert!(set_get(ch, "after, new CA").await.is_ok());
+        let r = match tls_channel(&node, &first.pem(), None).await {
+            Ok(ch) => set_get(ch, "after, old CA").await,
+            Err(e) => Err(e),
+        };
+        assert!(r.is_err(), "a new connection still got the old certificate");
+
+        // A reload that fails keeps serving with what it had.
+        dir.write("node.key", "not a key");
+        node.signal("HUP");
+        wait_for_log(&node, "TLS reload failed");
+        let ch = tls_channel(&node, &second.pem(), None).await.unwrap();
+        assert!(set_get(ch, "after a failed reload").await.is_ok());
+    });
+}
+
+/// Runs the binary on `args` and returns (exit code, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = server_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_tls_files_stop_start_up_with_the_option_and_file_named() {
+    let dir = Dir::new("bad");
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.leaf("node", false, false);
+    let (_, other_key) = ca.leaf("other", false, false);
+    let (old_cert, old_key) = ca.leaf("old", false, true);
+    let cert = dir.write("node.pem", &cert);
+    let key = dir.write("node.key", &key);
+    let other_key = dir.write("other.key", &other_key);
+    let old_cert = dir.write("old.pem", &old_cert);
+    let old_key = dir.write("old.key", &old_key);
+    let garbage = dir.write("garbage.pem", "hello\n");
+    let missing = dir.0.join("missing.pem");
+    let (cert, key, other_key, old_cert, old_key, garbage, missing) = (
+        arg(&cert),
+        arg(&key),
+        arg(&other_key),
+        arg(&old_cert),
+        arg(&old_key),
+        arg(&garbage),
+        arg(&missing),
+    );
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--tls-cert", &missing, "--tls-key", &key],
+            vec!["--tls-cert", &missing, "cannot read"],
+        ),
+        (
+            vec!["--tls-cert", &garbage, "--tls-key", &key],
+            vec!["--tls-cert", &garbage, "no certificate in the file"],
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &other_key],
+            vec!["--tls-key", &other_key, "does not fit --tls-cert"],
+        ),
+        (
+            vec!["--tls-cert", &old_cert, "--tls-key", &old_key],
+            vec!["--tls-cert", &old_cert, "expired"],
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                &garbage,
+            ],
+            vec!["--tls-client-ca", &garbage],
+        ),
+        (vec!["--tls-cert", &cert], vec!["--tls-key"]),
+    ];
+    for (flags, expected) in &cases {
+        for sub in ["serve", "check-config"] {
+            let mut argv = vec![sub, "--listen", "127.0.0.1:0", "--http", "off"];
+            argv.extend(flags);
+            let (code, err) = run(&argv);
+            assert_eq!(code, Some(2), "{sub} {flags:?}: exit {code:?}\n{err}");
+            for e in expected {
+                assert!(err.contains(e), "{sub} {flags:?}: {e:?} not in:\n{err}");
+            }
+        }
+    }
+    let (code, err) = run(&["check-config", "--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(code, Some(0), "good files: {err}");
+}
+
+#[test]
+fn plaintext_beyond_loopback_logs_what_it_exposes() {
+    let node = Node::builder()
+        .shards(1)
+        .listen("0.0.0.0:0".parse().unwrap())
+        .start();
+    let log = node.log_tail();
+    assert!(
+        log.contains("reachable beyond this host") && log.contains("--tls-cert"),
+        "{log}"
+    );
+    let quiet = Node::builder().shards(1).start();
+    assert!(!quiet.log_tail().contains("reachable beyond this host"));
+}
