@@ -199,6 +199,14 @@ pub struct ServeArgs {
     #[arg(long = "tls-client-ca", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
+    /// A file holding the secret every node of the cluster shares (at least
+    /// 16 bytes; trailing whitespace is not part of it). A connection that
+    /// opens as a peer must then prove it knows the secret (an HMAC
+    /// challenge; the secret never crosses the wire) before its first
+    /// operation, and only such peers may exceed --max-connections.
+    #[arg(long = "peer-secret-file")]
+    pub peer_secret_file: Option<std::path::PathBuf>,
+
     /// Read-through groups, from the config file's `[groups.NAME]` tables.
     #[arg(skip)]
     pub groups: Vec<GroupConfig>,

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
                 .check()
                 .and_then(|()| c.group_specs().map(drop))
                 .and_then(|()| tls())
+                .and_then(|()| c.peer_secret().map(drop))
             {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
     init_logging(args.log_level.as_deref());
     let config = server::NodeConfig::from_args(&args);
     if let Err(e) = config.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = config.peer_secret() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -55,6 +55,7 @@ fn etcd_config(id: &str, port: u16, etcd: &Etcd, prefix: &str, ttl: Duration) ->
             prefix: prefix.into(),
             lease_ttl: ttl,
         },
+        peer_secret: None,
     }
 }
 
@@ -564,6 +565,7 @@ fn static_and_alone_rings() {
         shards: 4,
         vnodes: 160,
         membership,
+        peer_secret: None,
     };
     let (alone, rx) = Control::start(config(Membership::Alone), 3).unwrap();
     assert_eq!(rx.len(), 3);
@@ -605,6 +607,7 @@ fn wait_first_ring_gives_up_on_deadline_and_stop() {
             prefix: "/t/none/".into(),
             lease_ttl: TTL,
         },
+        peer_secret: None,
     };
     let (control, rx) = Control::start(config, 1).unwrap();
     let err = control

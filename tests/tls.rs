@@ -181,7 +181,7 @@ fn https(node: &Node, path: &str) -> (String, String) {
 }
 
 /// A guard counter from /metrics, read over TLS with curl.
-fn guard_events(node: &Node, ca: &Path, client: Option<(&Path, &Path)>, event: &str) -> f64 {
+fn guard_events_tls(node: &Node, ca: &Path, client: Option<(&Path, &Path)>, event: &str) -> f64 {
     let (resolve, url) = https(node, "/metrics");
     let mut args = vec!["--resolve", &resolve, "--cacert"];
     let ca = arg(ca);
@@ -196,11 +196,7 @@ fn guard_events(node: &Node, ca: &Path, client: Option<(&Path, &Path)>, event: &
     let (ok, text) = curl(&args);
     assert!(ok, "GET /metrics over TLS: {text}");
     let e = prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    e.named("shardcache_guard_events_total")
-        .iter()
-        .filter(|s| s.labels.get("event").map(String::as_str) == Some(event))
-        .map(|s| s.value)
-        .sum()
+    guard_events(&e, event)
 }
 
 #[test]
@@ -300,7 +296,7 @@ fn tonic_grpcio_and_curl_reach_a_tls_node_and_plaintext_is_refused() {
     });
     let (ok, _) = curl(&[&format!("http://{}/healthz", node.http_addr())]);
     assert!(!ok, "the gateway answered plaintext HTTP");
-    assert!(guard_events(&node, &ca_path, None, "plaintext_refused") >= 1.0);
+    assert!(guard_events_tls(&node, &ca_path, None, "plaintext_refused") >= 1.0);
     node.assert_alive();
 }
 
@@ -360,7 +356,7 @@ fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
         "a client with a trusted certificate was refused: {text}"
     );
 
-    let failed = guard_events(
+    let failed = guard_events_tls(
         &node,
         &ca_path,
         Some((&good_cert_path, &good_key_path)),

@@ -48,6 +48,7 @@
 
 use super::{EtcdState, Member, Ring, Shared};
 use crate::protocol::peer::{self, PeerReply, RingView};
+use crate::protocol::peer_auth::PeerSecret;
 use bytes::BytesMut;
 use etcd_client::{
     Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
@@ -87,6 +88,8 @@ pub(super) struct Settings {
     /// Requested TTL in whole seconds (etcd's unit), at least 1.
     ttl_secs: i64,
     vnodes: u32,
+    /// Answers the CHALLENGE of peers that require --peer-secret-file.
+    pub(super) peer_secret: Option<Arc<PeerSecret>>,
 }
 
 impl Settings {
@@ -117,6 +120,7 @@ impl Settings {
             prefix,
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             vnodes,
+            peer_secret: None,
         })
     }
 }
@@ -154,10 +158,11 @@ impl Drop for DoneOnDrop {
 async fn run(settings: Settings, me: Member, shared: &Shared) {
     let clock = LeaseClock::default();
     let vnodes = settings.vnodes;
+    let secret = settings.peer_secret.clone();
     let mut node = Node::new(settings, me.clone(), shared, &clock);
     tokio::select! {
         () = sessions(&mut node, shared) => {}
-        never = lease_watchdog(&clock, shared, &me, vnodes) => match never {},
+        never = lease_watchdog(&clock, shared, &me, vnodes, secret) => match never {},
     }
     node.revoke().await;
     shared.set_state(EtcdState::Stopped);
@@ -232,6 +237,7 @@ async fn lease_watchdog(
     shared: &Shared,
     me: &Member,
     vnodes: u32,
+    secret: Option<Arc<PeerSecret>>,
 ) -> Infallible {
     let mut in_doubt = false;
     let mut next_probe = Instant::now();
@@ -267,7 +273,7 @@ async fn lease_watchdog(
         if peers.is_empty() {
             continue; // nobody else could serve our keys
         }
-        let views = ask_rings(&peers).await;
+        let views = ask_rings(&peers, &secret).await;
         let answered = views.len();
         let newest = views
             .into_iter()
@@ -314,10 +320,14 @@ async fn lease_watchdog(
 }
 
 /// Asks each peer for its ring, concurrently; the answers that came.
-async fn ask_rings(peers: &[SocketAddr]) -> Vec<(SocketAddr, RingView)> {
+async fn ask_rings(
+    peers: &[SocketAddr],
+    secret: &Option<Arc<PeerSecret>>,
+) -> Vec<(SocketAddr, RingView)> {
     let mut asks = tokio::task::JoinSet::new();
     for &addr in peers {
-        asks.spawn(async move { (addr, ask_ring(addr).await) });
+        let secret = secret.clone();
+        asks.spawn(async move { (addr, ask_ring(addr, secret.as_deref()).await) });
     }
     let mut views = Vec::new();
     while let Some(answer) = asks.join_next().await {
@@ -687,14 +697,17 @@ fn keep_alive_ticker(ttl: Duration) -> tokio::time::Interval {
 
 /// One RING request to the peer at `addr` over a fresh peer connection:
 /// its ring's epoch and members.
-async fn ask_ring(addr: SocketAddr) -> Result<RingView, String> {
+async fn ask_ring(addr: SocketAddr, secret: Option<&PeerSecret>) -> Result<RingView, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let mut request = peer::MAGIC.to_vec();
-        peer::encode_ring_request(&mut request, 1);
+        // With a secret, the RING request waits for the peer's CHALLENGE.
+        if secret.is_none() {
+            peer::encode_ring_request(&mut request, 1);
+        }
         stream
             .write_all(&request)
             .await
@@ -702,6 +715,16 @@ async fn ask_ring(addr: SocketAddr) -> Result<RingView, String> {
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             match peer::decode_reply(&mut buf, PEER_RING_MAX) {
+                Ok(Some((_, PeerReply::Challenge(nonce)))) => {
+                    let secret = secret.ok_or("the peer requires --peer-secret-file")?;
+                    let mut answer = Vec::new();
+                    peer::encode_auth(&mut answer, &secret.mac(&nonce));
+                    peer::encode_ring_request(&mut answer, 1);
+                    stream
+                        .write_all(&answer)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                }
                 Ok(Some((_, PeerReply::Ring(view)))) => return Ok(view),
                 Ok(Some((_, other))) => return Err(format!("answered {other:?}")),
                 Ok(None) => {}

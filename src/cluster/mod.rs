@@ -51,6 +51,9 @@ pub struct ClusterConfig {
     /// Points per member on the ring (default [`DEFAULT_VNODES`]).
     pub vnodes: u32,
     pub membership: Membership,
+    /// --peer-secret-file: how the control thread authenticates its own
+    /// peer connections (RING requests) to nodes that require it.
+    pub peer_secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
 }
 
 /// Where the member list comes from.
@@ -232,7 +235,8 @@ impl Control {
                 prefix,
                 lease_ttl,
             } => {
-                let settings = etcd::Settings::new(endpoints, prefix, lease_ttl, vnodes)?;
+                let mut settings = etcd::Settings::new(endpoints, prefix, lease_ttl, vnodes)?;
+                settings.peer_secret = config.peer_secret.clone();
                 let shared = Arc::new(Shared::new(senders, EtcdState::Connecting));
                 let thread = etcd::spawn(settings, me, shared.clone())?;
                 Ok((
@@ -362,6 +366,7 @@ mod tests {
             shards: 2,
             vnodes: 16,
             membership,
+            peer_secret: None,
         }
     }
 

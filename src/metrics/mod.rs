@@ -85,10 +85,13 @@ pub enum Guard {
     /// A plaintext client reached a node that requires TLS (GOAWAY
     /// INADEQUATE_SECURITY).
     PlaintextRefused = 15,
+    /// A connection opened as a peer but did not answer the
+    /// --peer-secret-file challenge (wrong, missing or late): closed unread.
+    PeerAuthFailed = 16,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 16] = [
+    pub const ALL: [Guard; 17] = [
         Guard::ConnectionLimit,
         Guard::IdleClosed,
         Guard::WriteStalled,
@@ -105,6 +108,7 @@ impl Guard {
         Guard::OversizedHeaders,
         Guard::TlsHandshakeFailed,
         Guard::PlaintextRefused,
+        Guard::PeerAuthFailed,
     ];
 
     pub fn flood(kind: Flood) -> Guard {
@@ -136,6 +140,7 @@ impl Guard {
             Guard::OversizedHeaders => "oversized_headers",
             Guard::TlsHandshakeFailed => "tls_handshake_failed",
             Guard::PlaintextRefused => "plaintext_refused",
+            Guard::PeerAuthFailed => "peer_auth_failed",
         }
     }
 }

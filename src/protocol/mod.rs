@@ -12,5 +12,6 @@ pub mod http1;
 pub mod http2;
 mod op;
 pub mod peer;
+pub mod peer_auth;
 
 pub use op::{check_group, check_key, CacheOp, Invalid, MAX_GROUP_BYTES, MAX_KEY_BYTES};

@@ -14,6 +14,9 @@
 //! DELETE  kind 3: timeout_ms:u32 group_len:u32 group key
 //! INVALIDATE kind 4 (no reply; id 0): group_len:u32 group key
 //! RING    kind 5 (empty body): the ring the answering node routes by
+//! AUTH    kind 6 (id 0): mac (32 bytes), the answer to CHALLENGE
+//! CHALLENGE kind 0x86 (id 0, sent first by a node with --peer-secret-file):
+//!         nonce (32 bytes); see `peer_auth`
 //! replies kind 0x81 GET: found:u8 value | 0x82 SET: created:u8
 //!         0x83 DELETE: deleted:u8       | 0xff ERROR: grpc_code:u8 message (UTF-8)
 //!         0x85 RING: epoch:u64 registered:u8 count:u32, then per member
@@ -47,6 +50,8 @@ const SET: u8 = 2;
 const DELETE: u8 = 3;
 const INVALIDATE: u8 = 4;
 const RING: u8 = 5;
+const AUTH: u8 = 6;
+const CHALLENGE: u8 = 0x86;
 const REPLY_GET: u8 = 0x81;
 const REPLY_SET: u8 = 0x82;
 const REPLY_DELETE: u8 = 0x83;
@@ -66,6 +71,10 @@ pub enum Inbound {
     /// [`encode_ring_reply`]).
     Ring {
         id: u32,
+    },
+    /// The answer to this node's CHALLENGE (`peer_auth`).
+    Auth {
+        mac: Bytes,
     },
 }
 
@@ -88,6 +97,9 @@ pub enum PeerReply {
     Error(Status),
     /// The answer to a RING request.
     Ring(RingView),
+    /// The serving node asks this one to prove it knows the peer secret
+    /// (`peer_auth`); comes first, with id 0.
+    Challenge(Bytes),
 }
 
 /// A node's answer to RING: the ring it routes by, and whether it is
@@ -152,6 +164,18 @@ pub fn encode_request(out: &mut Vec<u8>, req: &PeerRequest) {
     }
 }
 
+/// The serving node's CHALLENGE (`peer_auth`).
+pub fn encode_challenge(out: &mut Vec<u8>, nonce: &[u8]) {
+    put_frame(out, 0, CHALLENGE, nonce.len());
+    out.extend_from_slice(nonce);
+}
+
+/// The connecting node's answer to a CHALLENGE.
+pub fn encode_auth(out: &mut Vec<u8>, mac: &[u8]) {
+    put_frame(out, 0, AUTH, mac.len());
+    out.extend_from_slice(mac);
+}
+
 pub fn encode_invalidate(out: &mut Vec<u8>, group: &str, key: &str) {
     put_frame(out, 0, INVALIDATE, 4 + group.len() + key.len());
     put_str(out, group.as_bytes());
@@ -208,6 +232,7 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &PeerReply) {
             out.extend_from_slice(st.message.as_bytes());
         }
         PeerReply::Ring(r) => encode_ring_reply(out, id, r.epoch, r.registered, &r.members),
+        PeerReply::Challenge(nonce) => encode_challenge(out, nonce),
     }
 }
 
@@ -285,6 +310,12 @@ pub fn decode_request(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Inb
         let key = utf8(b, "key")?;
         return Ok(Some(Inbound::Invalidate { group, key }));
     }
+    if kind == AUTH {
+        if b.len() != super::peer_auth::MAC_LEN {
+            return Err(PeerError(format!("peer AUTH with a {}-byte MAC", b.len())));
+        }
+        return Ok(Some(Inbound::Auth { mac: b }));
+    }
     if kind == RING {
         if !b.is_empty() {
             return Err(PeerError(format!(
@@ -343,6 +374,15 @@ pub fn decode_reply(
             let code = Code::from_u32(u32::from(code)).unwrap_or(Code::Unknown);
             let message = String::from_utf8_lossy(&b).into_owned();
             PeerReply::Error(Status::new(code, message))
+        }
+        CHALLENGE => {
+            if b.len() != super::peer_auth::NONCE_LEN {
+                return Err(PeerError(format!(
+                    "peer CHALLENGE with a {}-byte nonce",
+                    b.len()
+                )));
+            }
+            PeerReply::Challenge(b)
         }
         REPLY_RING => {
             let epoch = take_u64(&mut b, "epoch")?;
@@ -606,5 +646,32 @@ mod tests {
             let mut buf = BytesMut::from(&v[..]);
             let _ = decode_reply(&mut buf, MAX);
         }
+    }
+
+    #[test]
+    fn the_handshake_frames_round_trip_and_bad_sizes_are_refused() {
+        let nonce = [7u8; 32];
+        let mut wire = Vec::new();
+        encode_challenge(&mut wire, &nonce);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            decode_reply(&mut buf, MAX),
+            Ok(Some((0, PeerReply::Challenge(Bytes::from(nonce.to_vec())))))
+        );
+        let mut wire = Vec::new();
+        encode_auth(&mut wire, &[9u8; 32]);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            decode_request(&mut buf, MAX),
+            Ok(Some(Inbound::Auth {
+                mac: Bytes::from(vec![9u8; 32])
+            }))
+        );
+        let mut wire = Vec::new();
+        encode_auth(&mut wire, &[9u8; 31]);
+        assert!(decode_request(&mut BytesMut::from(&wire[..]), MAX).is_err());
+        let mut wire = Vec::new();
+        encode_challenge(&mut wire, &[1u8; 33]);
+        assert!(decode_reply(&mut BytesMut::from(&wire[..]), MAX).is_err());
     }
 }

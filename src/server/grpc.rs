@@ -57,8 +57,9 @@ const BATCH: usize = 4;
 
 /// Serves one connection accepted on the gRPC port: a client speaking
 /// HTTP/2, or a peer node (its first bytes are the peer magic). `refuse`
-/// (over --max-connections) turns both away: a peer is not trusted more
-/// than a client until peers can authenticate.
+/// (over --max-connections) turns clients away, and peers too unless
+/// --peer-secret-file makes them prove who they are: an authenticated peer
+/// may exceed the limit, an unauthenticated one is never served.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     mut stream: Stream,
@@ -78,7 +79,11 @@ pub async fn serve(
     let mut input = BytesMut::new();
     let first_bytes_by = Instant::now() + node.config.header_timeout;
     match sniff(&mut stream, &mut input, &shared, first_bytes_by).await {
-        Some(Kind::Peer) if refuse => registry.count(Guard::ConnectionLimit),
+        // Over the limit, only a peer that proves it knows the secret is
+        // served (the session closes one that does not).
+        Some(Kind::Peer) if refuse && node.peer_secret.is_none() => {
+            registry.count(Guard::ConnectionLimit)
+        }
         Some(Kind::Peer) => {
             input.advance(peer::MAGIC.len());
             let mut s = PeerSession::new(shard, peers, node, shared.mailbox().clone());

@@ -67,6 +67,8 @@ pub struct NodeShared {
     pub in_transit: Vec<InTransit>,
     /// --tls-cert: the TLS settings every shard accepts with; None: plaintext.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// --peer-secret-file: peers must prove they know it; None: they need not.
+    pub peer_secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
 }
 
 impl NodeShared {
@@ -200,6 +202,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
     let shards = config.shards;
     let shard_reservations = reserve_shard_ports(config.shard_ports, shards, addr, http_addr)?;
     let (advertise, node_id) = config.identity(addr)?;
+    let peer_secret = config.peer_secret()?;
     let mut specs = config.group_specs()?;
     specs.extend(hooks.loaders);
     let groups = Groups::new(specs);
@@ -210,6 +213,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
             shards: shards as u32,
             vnodes: config.vnodes,
             membership: config.membership(),
+            peer_secret: peer_secret.clone(),
         },
         shards,
     )?;
@@ -226,6 +230,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
         heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         in_transit: (0..shards).map(|_| InTransit::default()).collect(),
         tls,
+        peer_secret,
     });
     // No shard listens before the ring is known: a node never serves a
     // key it does not own because its ring was empty.

@@ -10,6 +10,7 @@ use crate::groups::{GroupSpec, HttpOrigin};
 use crate::protocol::http2::ServerSettings;
 use crate::runtime;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Room in a request message beyond the value: key (up to 4096 bytes),
@@ -62,6 +63,8 @@ pub struct NodeConfig {
     pub groups: Vec<crate::config::GroupConfig>,
     /// --tls-cert, --tls-key, --tls-client-ca; None: plaintext.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// --peer-secret-file; None: peers are not authenticated.
+    pub peer_secret_file: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -114,6 +117,7 @@ impl NodeConfig {
                 }),
                 _ => None,
             },
+            peer_secret_file: args.peer_secret_file.clone(),
         }
     }
 
@@ -167,6 +171,16 @@ impl NodeConfig {
         } else {
             Membership::Alone
         }
+    }
+
+    /// The peer secret, read and checked; None without --peer-secret-file.
+    pub fn peer_secret(
+        &self,
+    ) -> Result<Option<Arc<crate::protocol::peer_auth::PeerSecret>>, String> {
+        self.peer_secret_file
+            .as_deref()
+            .map(|p| crate::protocol::peer_auth::PeerSecret::load(p).map(Arc::new))
+            .transpose()
     }
 
     /// This node's identity in the cluster once its listen address is

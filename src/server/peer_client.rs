@@ -50,6 +50,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Calls one shard may have waiting on one peer node.
@@ -79,6 +80,8 @@ pub struct PeerSettings {
     /// it is dropped and its Get fails RESOURCE_EXHAUSTED.
     pub in_transit: InTransit,
     pub transit_limit: usize,
+    /// --peer-secret-file: answers the CHALLENGE of peers that require it.
+    pub secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
 }
 
 /// One shard's clients, one per peer node it has talked to.
@@ -435,6 +438,11 @@ impl PeerClient {
                 Code::Internal,
                 format!("{} answered a call with its ring", self.name),
             )),
+            // Taken by the session before delivery; never an answer.
+            PeerReply::Challenge(_) => Reply::Failed(Status::new(
+                Code::Internal,
+                format!("{} answered a call with a challenge", self.name),
+            )),
         };
         self.shard.reply(w.reply_to, reply);
     }
@@ -488,11 +496,18 @@ impl PeerClient {
         let _ = stream.set_nodelay();
         let _ = stream.set_write_timeout(self.settings.timeout);
         let _ = stream.set_unacked_timeout(UNACKED_TIMEOUT);
+        let now = Instant::now();
         let mut s = ClientSession {
             client: self.clone(),
             sending: peer::MAGIC.to_vec(),
-            last_used: Instant::now(),
+            last_used: now,
             ended: None,
+            // With a secret, requests wait for the peer's CHALLENGE.
+            challenge_by: self
+                .settings
+                .secret
+                .is_some()
+                .then(|| now + self.settings.timeout),
         };
         let conn = self.conn.clone();
         if let Err(e) = driver::drive(&mut stream, &mut s, &conn, None, BytesMut::new()).await {
@@ -512,9 +527,27 @@ struct ClientSession {
     last_used: Instant,
     /// Why the connection ends, once it does.
     ended: Option<String>,
+    /// --peer-secret-file: the peer's CHALLENGE is due by then; requests
+    /// are held until it is answered. None: nothing (more) to wait for.
+    challenge_by: Option<Instant>,
 }
 
 impl ClientSession {
+    /// Answers the peer's CHALLENGE, then lets the held requests go.
+    fn answer(&mut self, nonce: &[u8]) {
+        let Some(secret) = self.client.settings.secret.as_deref() else {
+            self.ended =
+                Some("the peer requires --peer-secret-file, which this node does not have".into());
+            return;
+        };
+        if self.challenge_by.take().is_none() {
+            self.ended = Some("protocol error: a second challenge".into());
+            return;
+        }
+        peer::encode_auth(&mut self.sending, &secret.mac(nonce));
+        self.sending.append(&mut self.client.out.borrow_mut());
+    }
+
     fn idle_close_at(&self) -> Option<Instant> {
         self.client
             .waiting
@@ -528,6 +561,14 @@ impl Session for ClientSession {
     fn on_input(&mut self, input: &mut BytesMut, _room: Room, _now: Instant) -> bool {
         while self.ended.is_none() {
             match peer::decode_reply(input, self.client.settings.max_frame) {
+                Ok(Some((_, PeerReply::Challenge(nonce)))) => self.answer(&nonce),
+                Ok(Some(_)) if self.challenge_by.is_some() => {
+                    self.ended = Some(
+                        "the peer answered before challenging this node: it has no \
+                         --peer-secret-file while this node has one"
+                            .into(),
+                    );
+                }
                 Ok(Some((id, reply))) => self.client.deliver(id, reply),
                 Ok(None) => break,
                 Err(e) => self.ended = Some(format!("protocol error: {e}")),
@@ -556,6 +597,17 @@ impl Session for ClientSession {
     fn on_wake(&mut self, _room: Room, now: Instant) {
         if self.client.closed.get() {
             self.ended = Some("the peer left the ring".into());
+            return;
+        }
+        if let Some(by) = self.challenge_by {
+            if now >= by {
+                self.ended = Some(format!(
+                    "no challenge from the peer within {:?}: it has no --peer-secret-file \
+                     while this node has one",
+                    self.client.settings.timeout
+                ));
+            }
+            self.client.expire(now);
             return;
         }
         self.sending.append(&mut self.client.out.borrow_mut());
@@ -589,10 +641,10 @@ impl Session for ClientSession {
 
     fn next_deadline(&self) -> Option<Instant> {
         let call = self.client.deadlines.borrow().peek().map(|r| r.0 .0);
-        match (call, self.idle_close_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [call, self.idle_close_at(), self.challenge_by]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn busy(&self) -> bool {

@@ -4,6 +4,11 @@
 //! the mesh, on the shard that owns the key; replies go back in the peer
 //! wire format (`protocol::peer`). A sans-IO session run by `driver`.
 //!
+//! With `--peer-secret-file` the session first sends a CHALLENGE and
+//! serves nothing until the peer answers it (`protocol::peer_auth`) within
+//! --header-timeout; a wrong, missing or late answer closes the connection
+//! and is counted (`peer_auth_failed`).
+//!
 //! A peer connection obeys the same rules as a client's: the idle
 //! timeout, the buffer budget (it stops decoding requests while its unsent
 //! replies fill `--conn-buffer`, or while [`MAX_WAITING`] calls wait on
@@ -16,7 +21,9 @@ use super::lifecycle::Room;
 use super::peer_client::Peers;
 use super::NodeShared;
 use crate::cluster::EtcdState;
+use crate::metrics::Guard;
 use crate::protocol::peer::{self, Inbound, PeerReply, PeerRequest};
+use crate::protocol::peer_auth::{self, PeerSecret, NONCE_LEN};
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use std::rc::Rc;
@@ -44,6 +51,20 @@ pub struct PeerSession {
     /// or the connection was idle.
     ended: bool,
     shutdown: bool,
+    auth: Auth,
+}
+
+/// Where the peer handshake stands.
+enum Auth {
+    /// No secret configured: nothing to prove.
+    Open,
+    /// CHALLENGE sent with this nonce; the answer is due by the instant.
+    Waiting {
+        nonce: [u8; NONCE_LEN],
+        by: Instant,
+        secret: Arc<PeerSecret>,
+    },
+    Passed,
 }
 
 impl PeerSession {
@@ -53,6 +74,26 @@ impl PeerSession {
         node: Arc<NodeShared>,
         mailbox: Rc<Mailbox>,
     ) -> PeerSession {
+        let mut out = Vec::new();
+        let mut ended = false;
+        let auth = match &node.peer_secret {
+            None => Auth::Open,
+            Some(secret) => match peer_auth::challenge() {
+                Some(nonce) => {
+                    peer::encode_challenge(&mut out, &nonce);
+                    Auth::Waiting {
+                        nonce,
+                        by: Instant::now() + node.config.header_timeout,
+                        secret: secret.clone(),
+                    }
+                }
+                None => {
+                    tracing::error!("no random bytes for a peer challenge: closing");
+                    ended = true;
+                    Auth::Open
+                }
+            },
+        };
         PeerSession {
             shard,
             peers,
@@ -60,11 +101,50 @@ impl PeerSession {
             max_frame: node.config.max_message().saturating_add(64),
             max_value: node.config.max_value,
             node,
-            out: Vec::new(),
+            out,
             replies: Vec::new(),
             in_flight: 0,
-            ended: false,
+            ended,
             shutdown: false,
+            auth,
+        }
+    }
+
+    /// The connection did not prove it is a peer: it is closed unread.
+    fn refuse(&mut self, input: &mut BytesMut, why: &str) {
+        self.shard.record_guard(Guard::PeerAuthFailed, 1);
+        tracing::warn!("closing a peer connection that did not authenticate: {why}");
+        input.clear();
+        self.ended = true;
+    }
+
+    /// While the handshake is due: takes the AUTH frame. True once the
+    /// connection may be served.
+    fn authenticate(&mut self, input: &mut BytesMut) -> bool {
+        let Auth::Waiting { nonce, secret, .. } = &self.auth else {
+            return true;
+        };
+        match peer::decode_request(input, self.max_frame) {
+            Ok(Some(Inbound::Auth { mac })) if secret.verify(nonce, &mac) => {
+                self.auth = Auth::Passed;
+                true
+            }
+            Ok(Some(Inbound::Auth { .. })) => {
+                self.refuse(
+                    input,
+                    "wrong answer to the challenge (another --peer-secret-file?)",
+                );
+                false
+            }
+            Ok(Some(_)) => {
+                self.refuse(input, "an operation before the answer to the challenge");
+                false
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.refuse(input, &e.to_string());
+                false
+            }
         }
     }
 
@@ -101,6 +181,9 @@ impl PeerSession {
 
 impl Session for PeerSession {
     fn on_input(&mut self, input: &mut BytesMut, room: Room, _now: Instant) -> bool {
+        if !self.ended && !self.authenticate(input) {
+            return false;
+        }
         while !self.ended {
             if self.full(room) {
                 return true;
@@ -128,6 +211,11 @@ impl Session for PeerSession {
                         self.shard.notify_shard(home, Op::Invalidate { group, key });
                     }
                 }
+                Ok(Some(Inbound::Auth { .. })) => {
+                    tracing::warn!("closing peer connection: AUTH without a challenge");
+                    input.clear();
+                    self.ended = true;
+                }
                 Ok(None) => return false,
                 Err(e) => {
                     // Framing is lost: answer what is in flight, then close.
@@ -149,7 +237,12 @@ impl Session for PeerSession {
     /// otherwise turn each of its MAX_WAITING calls into a copy in `out`
     /// (80 such connections held 1.5 GB). The rest wait as they are, still
     /// counted by the shard's `InTransit` bound, until the output is written.
-    fn on_wake(&mut self, room: Room, _now: Instant) {
+    fn on_wake(&mut self, room: Room, now: Instant) {
+        if let Auth::Waiting { by, .. } = self.auth {
+            if now >= by && !self.ended {
+                self.refuse(&mut BytesMut::new(), "no answer to the challenge in time");
+            }
+        }
         self.mailbox.drain_into(&mut self.replies);
         let mut taken = 0;
         for (id, reply) in self.replies.iter_mut() {
@@ -189,7 +282,10 @@ impl Session for PeerSession {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        None
+        match self.auth {
+            Auth::Waiting { by, .. } if !self.ended => Some(by),
+            _ => None,
+        }
     }
 
     fn busy(&self) -> bool {

@@ -84,6 +84,7 @@ pub(super) async fn run_shard(
             idle_close: node.config.idle_timeout / 2,
             in_transit: node.in_transit.get(id).cloned().unwrap_or_default(),
             transit_limit: node.config.buffer_limits().per_shard,
+            secret: node.peer_secret.clone(),
         },
         shard.clone(),
     ));

@@ -1492,6 +1492,15 @@ pub fn scrape(n: &Node) -> prom::Exposition {
     prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// `shardcache_guard_events_total{event}` summed over its series.
+pub fn guard_events(e: &prom::Exposition, event: &str) -> f64 {
+    e.named("shardcache_guard_events_total")
+        .iter()
+        .filter(|s| s.labels.get("event").map(String::as_str) == Some(event))
+        .map(|s| s.value)
+        .sum()
+}
+
 /// A counter summed over all its series.
 pub fn total(e: &prom::Exposition, name: &str) -> f64 {
     e.named(name).iter().map(|s| s.value).sum()
