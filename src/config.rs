@@ -161,6 +161,20 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_etcd_endpoint)]
     pub etcd: Vec<String>,
 
+    /// etcd over TLS: the CA certificates (PEM) that the etcd servers'
+    /// certificates must chain to. Needs https:// endpoints.
+    #[arg(long = "etcd-ca", requires = "etcd")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+
+    /// etcd over TLS: this node's client certificate (PEM), for etcd
+    /// started with --client-cert-auth. With --etcd-key.
+    #[arg(long = "etcd-cert", requires_all = ["etcd", "etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<std::path::PathBuf>,
+
+    /// etcd over TLS: the private key of --etcd-cert (PEM).
+    #[arg(long = "etcd-key", requires_all = ["etcd", "etcd_cert"])]
+    pub etcd_key: Option<std::path::PathBuf>,
+
     /// The etcd key prefix under which every node registers `{prefix}{node-id}`.
     #[arg(long = "etcd-prefix", default_value = "/shardcache/nodes/", value_parser = parse_etcd_prefix)]
     pub etcd_prefix: String,

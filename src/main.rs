@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 .and_then(|()| c.group_specs().map(drop))
                 .and_then(|()| tls())
                 .and_then(|()| c.peer_secret().map(drop))
+                .and_then(|()| c.etcd_tls().map(drop))
             {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Err(e) = config.peer_secret() {
+    if let Err(e) = config.peer_secret().and_then(|_| config.etcd_tls()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

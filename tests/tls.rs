@@ -500,3 +500,58 @@ fn plaintext_beyond_loopback_logs_what_it_exposes() {
     let quiet = Node::builder().shards(1).start();
     assert!(!quiet.log_tail().contains("reachable beyond this host"));
 }
+
+#[test]
+fn etcd_over_mutual_tls_registers_and_a_node_without_a_certificate_cannot() {
+    let dir = Dir::new("etcd");
+    let ca = Ca::new("etcd CA");
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let (server_cert, server_key) = ca.leaf("etcd", false, false);
+    let etcd = common::etcd::Etcd::start_tls(
+        dir.write("etcd.pem", &server_cert),
+        dir.write("etcd.key", &server_key),
+        ca_path.clone(),
+    );
+    let (cert, key) = ca.leaf("cache-node", true, false);
+    let (cert, key) = (dir.write("node.pem", &cert), dir.write("node.key", &key));
+    let endpoint = etcd.endpoint();
+    assert!(endpoint.starts_with("https://"));
+    let (ca_arg, cert_arg, key_arg) = (arg(&ca_path), arg(&cert), arg(&key));
+
+    // With the CA and a client certificate: registers, so it serves.
+    let node = common::cluster::etcd_member(&etcd, "/tls/", "over-tls")
+        .args(&[
+            "--etcd-ca",
+            &ca_arg,
+            "--etcd-cert",
+            &cert_arg,
+            "--etcd-key",
+            &key_arg,
+        ])
+        .start();
+    block_on(async {
+        let mut c = node.client().await;
+        set(&mut c, "", "k", b"v").await;
+        assert_eq!(get(&mut c, "", "k").await.as_deref(), Some(&b"v"[..]));
+    });
+
+    // Without a client certificate etcd refuses it: it never serves.
+    let mut refused = common::cluster::etcd_member(&etcd, "/tls/", "no-cert")
+        .args(&["--etcd-ca", &ca_arg])
+        .spawn();
+    assert!(
+        !refused.listens_within(Duration::from_secs(4)),
+        "a node without a client certificate registered in etcd"
+    );
+
+    // TLS options with a plaintext endpoint are a configuration error.
+    let (code, err) = run(&[
+        "check-config",
+        "--etcd",
+        "http://127.0.0.1:2379",
+        "--etcd-ca",
+        &ca_arg,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("https://"), "{err}");
+}

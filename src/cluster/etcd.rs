@@ -90,6 +90,30 @@ pub(super) struct Settings {
     vnodes: u32,
     /// Answers the CHALLENGE of peers that require --peer-secret-file.
     pub(super) peer_secret: Option<Arc<PeerSecret>>,
+    /// TLS to etcd (https:// endpoints).
+    pub(super) tls: Option<super::EtcdTls>,
+}
+
+impl Settings {
+    /// How every connection to etcd is made.
+    fn connect_options(&self) -> ConnectOptions {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        match &self.tls {
+            None => options,
+            Some(tls) => {
+                let mut t = etcd_client::TlsOptions::new();
+                if let Some(ca) = &tls.ca {
+                    t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+                }
+                if let Some((cert, key)) = &tls.identity {
+                    t = t.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                options.with_tls(t)
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -121,6 +145,7 @@ impl Settings {
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             vnodes,
             peer_secret: None,
+            tls: None,
         })
     }
 }
@@ -419,9 +444,7 @@ impl<'a> Node<'a> {
     }
 
     async fn try_session(&mut self, backoff: &mut Backoff) -> Result<Infallible, String> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT);
+        let options = self.settings.connect_options();
         let mut client = bounded(
             "connect",
             Client::connect(self.settings.endpoints.clone(), Some(options)),
@@ -666,10 +689,11 @@ impl<'a> Node<'a> {
         };
         let client = self.client.clone();
         let endpoints = self.settings.endpoints.clone();
+        let options = self.settings.connect_options();
         let attempt = async move {
             let mut client = match client {
                 Some(c) => c,
-                None => Client::connect(endpoints, None).await?,
+                None => Client::connect(endpoints, Some(options)).await?,
             };
             client.lease_revoke(id).await
         };

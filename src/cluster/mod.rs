@@ -54,6 +54,18 @@ pub struct ClusterConfig {
     /// --peer-secret-file: how the control thread authenticates its own
     /// peer connections (RING requests) to nodes that require it.
     pub peer_secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
+    /// --etcd-ca/--etcd-cert/--etcd-key; None: plaintext etcd.
+    pub etcd_tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd (PEM text, read at start-up).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// CA certificates the etcd servers' certificates chain to (always
+    /// given with TLS: the system's roots are not consulted).
+    pub ca: Option<String>,
+    /// (certificate, key) presented to etcd (--client-cert-auth).
+    pub identity: Option<(String, String)>,
 }
 
 /// Where the member list comes from.
@@ -237,6 +249,7 @@ impl Control {
             } => {
                 let mut settings = etcd::Settings::new(endpoints, prefix, lease_ttl, vnodes)?;
                 settings.peer_secret = config.peer_secret.clone();
+                settings.tls = config.etcd_tls.clone();
                 let shared = Arc::new(Shared::new(senders, EtcdState::Connecting));
                 let thread = etcd::spawn(settings, me, shared.clone())?;
                 Ok((
@@ -367,6 +380,7 @@ mod tests {
             vnodes: 16,
             membership,
             peer_secret: None,
+            etcd_tls: None,
         }
     }
 

@@ -214,6 +214,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
             vnodes: config.vnodes,
             membership: config.membership(),
             peer_secret: peer_secret.clone(),
+            etcd_tls: config.etcd_tls()?,
         },
         shards,
     )?;

@@ -65,6 +65,9 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// --peer-secret-file; None: peers are not authenticated.
     pub peer_secret_file: Option<std::path::PathBuf>,
+    /// --etcd-ca, --etcd-cert, --etcd-key.
+    pub etcd_ca: Option<std::path::PathBuf>,
+    pub etcd_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl NodeConfig {
@@ -118,6 +121,8 @@ impl NodeConfig {
                 _ => None,
             },
             peer_secret_file: args.peer_secret_file.clone(),
+            etcd_ca: args.etcd_ca.clone(),
+            etcd_identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
         }
     }
 
@@ -181,6 +186,42 @@ impl NodeConfig {
             .as_deref()
             .map(|p| crate::protocol::peer_auth::PeerSecret::load(p).map(Arc::new))
             .transpose()
+    }
+
+    /// The etcd TLS files, read; None when etcd is spoken in plaintext.
+    pub fn etcd_tls(&self) -> Result<Option<crate::cluster::EtcdTls>, String> {
+        if self.etcd_ca.is_none() && self.etcd_identity.is_none() {
+            return Ok(None);
+        }
+        if let Some(e) = self.etcd.iter().find(|e| !e.starts_with("https://")) {
+            return Err(format!(
+                "--etcd {e}: with --etcd-ca/--etcd-cert every endpoint must be https://"
+            ));
+        }
+        let read = |option: &str, path: &std::path::Path, begins: &str| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{option} {}: cannot read: {e}", path.display()))?;
+            if !text.contains(begins) {
+                return Err(format!(
+                    "{option} {}: no {begins} block: not a PEM file of that kind",
+                    path.display()
+                ));
+            }
+            Ok(text)
+        };
+        let ca = self
+            .etcd_ca
+            .as_deref()
+            .map(|p| read("--etcd-ca", p, "-----BEGIN CERTIFICATE-----"))
+            .transpose()?;
+        let identity = match &self.etcd_identity {
+            Some((cert, key)) => Some((
+                read("--etcd-cert", cert, "-----BEGIN CERTIFICATE-----")?,
+                read("--etcd-key", key, "PRIVATE KEY-----")?,
+            )),
+            None => None,
+        };
+        Ok(Some(crate::cluster::EtcdTls { ca, identity }))
     }
 
     /// This node's identity in the cluster once its listen address is

@@ -32,6 +32,11 @@ pub struct Etcd {
     dir: PathBuf,
     /// Network namespace it runs in (`ip netns exec`), if any.
     netns: Option<String>,
+    /// TLS for clients: (server certificate, key, client CA); clients
+    /// must present a certificate from that CA. Health is then asked on
+    /// the plaintext metrics address.
+    tls: Option<[PathBuf; 3]>,
+    metrics_addr: SocketAddr,
 }
 
 /// The etcd binary under test.
@@ -83,6 +88,17 @@ impl Etcd {
         etcd
     }
 
+    /// Starts a fresh etcd serving clients over TLS only, requiring client
+    /// certificates from `client_ca`, and waits until it is healthy.
+    pub fn start_tls(cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Etcd {
+        let mut etcd = Etcd::unstarted(None, free_port(), free_port());
+        etcd.tls = Some([cert, key, client_ca]);
+        if let Err(e) = etcd.spawn_and_wait() {
+            panic!("etcd (TLS) did not start: {e}\n{}", etcd.log_tail(40));
+        }
+        etcd
+    }
+
     fn unstarted(netns: Option<String>, client_addr: SocketAddr, peer_addr: SocketAddr) -> Etcd {
         let dir = std::env::temp_dir().join(format!(
             "shardcache-etcd-{}-{}-{}",
@@ -99,12 +115,15 @@ impl Etcd {
             peer_addr,
             dir,
             netns,
+            tls: None,
+            metrics_addr: free_port(),
         }
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr)
     }
 
     pub fn client_addr(&self) -> SocketAddr {
@@ -122,7 +141,7 @@ impl Etcd {
             .open(self.dir.join("etcd.log"))
             .map_err(|e| format!("open etcd.log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("dup etcd.log: {e}"))?;
-        let client = format!("http://{}", self.client_addr);
+        let client = self.endpoint();
         let peer = format!("http://{}", self.peer_addr);
         let mut cmd = match &self.netns {
             Some(ns) => {
@@ -156,6 +175,20 @@ impl Etcd {
             .arg("500")
             .arg("--log-level")
             .arg("warn")
+            .args(match &self.tls {
+                Some([cert, key, ca]) => vec![
+                    "--cert-file".into(),
+                    cert.clone().into_os_string(),
+                    "--key-file".into(),
+                    key.clone().into_os_string(),
+                    "--trusted-ca-file".into(),
+                    ca.clone().into_os_string(),
+                    "--client-cert-auth".into(),
+                    "--listen-metrics-urls".into(),
+                    format!("http://{}", self.metrics_addr).into(),
+                ],
+                None => Vec::new(),
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
@@ -174,7 +207,12 @@ impl Etcd {
                     return Err(format!("etcd exited: {status}"));
                 }
             }
-            match health(self.client_addr) {
+            let addr = if self.tls.is_some() {
+                self.metrics_addr
+            } else {
+                self.client_addr
+            };
+            match health(addr) {
                 Ok(true) => return Ok(()),
                 Ok(false) | Err(_) if start.elapsed() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
