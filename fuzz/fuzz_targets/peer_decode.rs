@@ -17,7 +17,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use shardcache::protocol::peer::{
-    decode_reply, decode_request, encode_invalidate, encode_reply, encode_request,
+    decode_reply, decode_request, encode_auth, encode_invalidate, encode_reply, encode_request,
     encode_ring_request, Inbound, PeerReply,
 };
 use shardcache_fuzz::{chunks, peak_during, Control};
@@ -72,6 +72,12 @@ fn check_roundtrip(item: &Item, used: &[u8]) {
             // The id of an invalidation is not kept: compare the rest.
             assert_eq!(enc[..4], used[..4], "invalidate length");
             assert_eq!(enc[8..], used[8..], "invalidate body");
+        }
+        Item::Request(Inbound::Auth { mac }) => {
+            encode_auth(&mut enc, mac);
+            // The id of an AUTH is not kept: compare the rest.
+            assert_eq!(enc[..4], used[..4], "auth length");
+            assert_eq!(enc[8..], used[8..], "auth body");
         }
         Item::Request(Inbound::Ring { id }) => {
             encode_ring_request(&mut enc, *id);

@@ -232,7 +232,10 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u32, reply: &PeerReply) {
             out.extend_from_slice(st.message.as_bytes());
         }
         PeerReply::Ring(r) => encode_ring_reply(out, id, r.epoch, r.registered, &r.members),
-        PeerReply::Challenge(nonce) => encode_challenge(out, nonce),
+        PeerReply::Challenge(nonce) => {
+            put_frame(out, id, CHALLENGE, nonce.len());
+            out.extend_from_slice(nonce);
+        }
     }
 }
 
