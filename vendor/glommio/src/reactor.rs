@@ -214,6 +214,12 @@ impl Reactor {
         self.sys.task_queue_io_stats(handle)
     }
 
+    /// shardcache patch: a time slice of `slice` starts now (the executor
+    /// calls this as it starts running task queues).
+    pub(crate) fn start_time_slice(&self, slice: Duration) {
+        self.preempt_deadline.set(Instant::now() + slice);
+    }
+
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
         // SAFETY (upstream): the pointers are the latency ring's CQ head and
@@ -887,11 +893,6 @@ impl Reactor {
         let result = self
             .sys
             .wait(&timeout, next_timer, woke, || self.process_shared_channels());
-        // shardcache patch: the next time slice starts now (see
-        // `preempt_deadline`).
-        if let Some(slice) = timeout() {
-            self.preempt_deadline.set(Instant::now() + slice);
-        }
         match result {
             // Don't wait for the next loop to process timers or shared channels
             Ok(true) => {

@@ -1321,6 +1321,13 @@ impl LocalExecutor {
     }
 
     fn run_task_queues(&self) -> bool {
+        // shardcache patch: the slice starts here, when tasks start to run.
+        // Set earlier (when the reactor returned), a thread descheduled by
+        // the kernel past the deadline would find need_preempt() true
+        // before running anything, report that nothing ran, and park with
+        // runnable tasks (upstream's timer CQE woke the sleep; a clock
+        // deadline does not).
+        self.reactor.start_time_slice(self.preempt_timer_duration());
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
