@@ -30,6 +30,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Largest frame read before the peer has authenticated: an AUTH is 37.
+const AUTH_FRAME_MAX: usize = 64;
+
 /// Calls of one peer connection that may wait on other shards at once;
 /// past this it stops decoding until answers come back.
 pub const MAX_WAITING: usize = 32;
@@ -113,7 +116,9 @@ impl PeerSession {
     /// The connection did not prove it is a peer: it is closed unread.
     fn refuse(&mut self, input: &mut BytesMut, why: &str) {
         self.shard.record_guard(Guard::PeerAuthFailed, 1);
-        tracing::warn!("closing a peer connection that did not authenticate: {why}");
+        // Counted, and logged at debug only: strangers must not be able to
+        // flood the log. A misconfigured node logs its side at warn.
+        tracing::debug!("closing a peer connection that did not authenticate: {why}");
         input.clear();
         self.ended = true;
     }
@@ -124,7 +129,9 @@ impl PeerSession {
         let Auth::Waiting { nonce, secret, .. } = &self.auth else {
             return true;
         };
-        match peer::decode_request(input, self.max_frame) {
+        // Before the answer, no frame larger than an AUTH is buffered for a
+        // stranger.
+        match peer::decode_request(input, AUTH_FRAME_MAX) {
             Ok(Some(Inbound::Auth { mac })) if secret.verify(nonce, &mac) => {
                 self.auth = Auth::Passed;
                 true
