@@ -48,14 +48,14 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    // A bad TLS file is a configuration error too (the node loads them
-    // again as it starts).
-    if let Some(files) = config.tls.clone() {
-        if let Err(e) = shardcache::tls::Tls::load(files) {
+    // A bad TLS file is a configuration error too; loaded once, here.
+    let tls = match server::load_tls(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
     // Not fatal by itself: recent kernels do not charge io_uring to the
     // limit. If executors then fail to start, that error repeats the hint.
     if let Err(e) = runtime::raise_memlock(config.shards) {
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         node_id = config.node_id.as_deref().unwrap_or("(listen address)"),
         "starting shardcache"
     );
-    match server::run(config) {
+    match server::run(config, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

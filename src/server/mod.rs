@@ -88,8 +88,9 @@ impl NodeShared {
 
 /// Runs the node until its shards stop. Returns an error message for the
 /// operator when start-up fails.
-pub fn run(config: NodeConfig) -> Result<(), String> {
-    let tls = load_tls(&config)?;
+/// `tls`: the node's TLS settings, already loaded by [`load_tls`] (so
+/// that a bad file is reported as a configuration error first).
+pub fn run(config: NodeConfig, tls: Option<Arc<crate::tls::Tls>>) -> Result<(), String> {
     // Registered before any shard starts so that an early SIGTERM is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -120,7 +121,7 @@ pub fn run(config: NodeConfig) -> Result<(), String> {
 }
 
 /// Reads --tls-cert/--tls-key/--tls-client-ca; the error names the option and file.
-fn load_tls(config: &NodeConfig) -> Result<Option<Arc<crate::tls::Tls>>, String> {
+pub fn load_tls(config: &NodeConfig) -> Result<Option<Arc<crate::tls::Tls>>, String> {
     let Some(files) = config.tls.clone() else {
         return Ok(None);
     };

@@ -23,7 +23,7 @@ use super::NodeShared;
 use crate::cluster::EtcdState;
 use crate::metrics::Guard;
 use crate::protocol::peer::{self, Inbound, PeerReply, PeerRequest};
-use crate::protocol::peer_auth::{self, PeerSecret, NONCE_LEN};
+use crate::protocol::peer_auth::{self, NONCE_LEN};
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
 use std::rc::Rc;
@@ -65,7 +65,6 @@ enum Auth {
     Waiting {
         nonce: [u8; NONCE_LEN],
         by: Instant,
-        secret: Arc<PeerSecret>,
     },
     Passed,
 }
@@ -81,13 +80,12 @@ impl PeerSession {
         let mut ended = false;
         let auth = match &node.peer_secret {
             None => Auth::Open,
-            Some(secret) => match peer_auth::challenge() {
+            Some(_) => match peer_auth::challenge() {
                 Some(nonce) => {
                     peer::encode_challenge(&mut out, &nonce);
                     Auth::Waiting {
                         nonce,
                         by: Instant::now() + node.config.header_timeout,
-                        secret: secret.clone(),
                     }
                 }
                 None => {
@@ -126,7 +124,8 @@ impl PeerSession {
     /// While the handshake is due: takes the AUTH frame. True once the
     /// connection may be served.
     fn authenticate(&mut self, input: &mut BytesMut) -> bool {
-        let Auth::Waiting { nonce, secret, .. } = &self.auth else {
+        let (Auth::Waiting { nonce, .. }, Some(secret)) = (&self.auth, &self.node.peer_secret)
+        else {
             return true;
         };
         // Before the answer, no frame larger than an AUTH is buffered for a
