@@ -213,6 +213,15 @@ pub struct ServeArgs {
     #[arg(long = "tls-client-ca", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
+    /// TLS between nodes: peer connections use mutual TLS, each node
+    /// presenting --tls-cert (as server and as client) and accepting only
+    /// certificates that chain to these CA certificates (PEM). A node's
+    /// certificate must name the IP address peers reach it at
+    /// (subjectAltName IP) and allow both server and client use. Plaintext
+    /// peer connections are then refused. Needs --tls-cert.
+    #[arg(long = "peer-ca", requires = "tls_cert")]
+    pub peer_ca: Option<std::path::PathBuf>,
+
     /// A file holding the secret every node of the cluster shares (at least
     /// 16 bytes; trailing whitespace is not part of it). A connection that
     /// opens as a peer must then prove it knows the secret (an HMAC

@@ -10,6 +10,12 @@
 //! connections already open keep the settings they started with. A reload
 //! that fails keeps the old settings and says why.
 //!
+//! With `--peer-ca` the same certificate also authenticates this node to
+//! its peers, both ways (mutual TLS between nodes): peer connections
+//! offer ALPN [`PEER_ALPN`], and each side requires the other's
+//! certificate to chain to the peer CA; the connecting side also checks
+//! that the certificate names the peer's IP address.
+//!
 //! Files are checked at start-up (and by `check-config`) so that an
 //! operator learns of a missing, unreadable, expired or mismatched file
 //! from the option that names it, not from clients failing later.
@@ -17,7 +23,7 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
-use rustls::RootCertStore;
+use rustls::{ClientConfig, RootCertStore};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -28,7 +34,14 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// When set, clients must present a certificate that chains to it.
     pub client_ca: Option<PathBuf>,
+    /// `--peer-ca`: node-to-node connections use mutual TLS, certificates
+    /// chaining to it.
+    pub peer_ca: Option<PathBuf>,
 }
+
+/// The ALPN protocol of a node-to-node connection over TLS; it stands in
+/// for the plaintext peer magic (`protocol::peer::MAGIC`).
+pub const PEER_ALPN: &[u8] = b"shardcache-peer/1";
 
 /// The rustls settings of the two ports.
 pub struct Configs {
@@ -38,6 +51,19 @@ pub struct Configs {
     pub http: Arc<ServerConfig>,
     /// When the certificate stops being valid, as the certificate says it.
     pub not_after: String,
+    /// `--peer-ca`: both sides of node-to-node connections.
+    pub peer: Option<PeerConfigs>,
+}
+
+/// Mutual TLS between nodes: the node presents its own certificate either
+/// way and trusts only certificates that chain to `--peer-ca`.
+pub struct PeerConfigs {
+    /// Accepting a peer on the gRPC port: ALPN [`PEER_ALPN`], a client
+    /// certificate required.
+    pub server: Arc<ServerConfig>,
+    /// Connecting to a peer: presents this node's certificate, checks the
+    /// peer's against `--peer-ca` and its IP address.
+    pub client: Arc<ClientConfig>,
 }
 
 /// The node's current TLS settings, shared by every shard.
@@ -45,6 +71,14 @@ pub struct Tls {
     files: TlsFiles,
     // Read once per accepted connection (not per request), written on reload.
     current: RwLock<Arc<Configs>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tls {
@@ -101,53 +135,81 @@ fn build(files: &TlsFiles) -> Result<Configs, String> {
     // aws-lc build on every target we ship, not done yet.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = match &files.client_ca {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs(path, "--tls-client-ca")? {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "--tls-client-ca {}: not a usable CA certificate: {e}",
-                        path.display()
-                    )
-                })?;
-            }
-            Some(Arc::new(roots))
-        }
+    let client_ca = match &files.client_ca {
+        Some(path) => Some((
+            read_roots(path, "--tls-client-ca")?,
+            path,
+            "--tls-client-ca",
+        )),
         None => None,
     };
-    let make = |alpn: &[u8]| -> Result<Arc<ServerConfig>, String> {
+    let mismatch = |e: rustls::Error| {
+        format!(
+            "--tls-key {} does not fit --tls-cert {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        )
+    };
+    let make = |alpn: &[u8],
+                clients: Option<&(Arc<RootCertStore>, &PathBuf, &str)>|
+     -> Result<Arc<ServerConfig>, String> {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(VERSIONS)
             .map_err(|e| format!("TLS set-up: {e}"))?;
-        let builder = match (&roots, &files.client_ca) {
-            (Some(roots), Some(path)) => {
+        let builder = match clients {
+            Some((roots, path, option)) => {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                         .build()
-                        .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+                        .map_err(|e| format!("{option} {}: {e}", path.display()))?;
                 builder.with_client_cert_verifier(verifier)
             }
-            _ => builder.with_no_client_auth(),
+            None => builder.with_no_client_auth(),
         };
         // rustls checks here that the key belongs to the certificate.
         let mut config = builder
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| {
-                format!(
-                    "--tls-key {} does not fit --tls-cert {}: {e}",
-                    files.key.display(),
-                    files.cert.display()
-                )
-            })?;
+            .map_err(mismatch)?;
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(config))
     };
+    let peer = match &files.peer_ca {
+        Some(path) => {
+            let roots = read_roots(path, "--peer-ca")?;
+            let mut client = ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(VERSIONS)
+                .map_err(|e| format!("TLS set-up: {e}"))?
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(certs.clone(), key.clone_key())
+                .map_err(mismatch)?;
+            client.alpn_protocols = vec![PEER_ALPN.to_vec()];
+            Some(PeerConfigs {
+                server: make(PEER_ALPN, Some(&(roots, path, "--peer-ca")))?,
+                client: Arc::new(client),
+            })
+        }
+        None => None,
+    };
     Ok(Configs {
-        grpc: make(b"h2")?,
-        http: make(b"http/1.1")?,
+        grpc: make(b"h2", client_ca.as_ref())?,
+        http: make(b"http/1.1", client_ca.as_ref())?,
         not_after,
+        peer,
     })
+}
+
+/// The CA certificates in a PEM file, as a trust anchor store.
+fn read_roots(path: &Path, option: &str) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path, option)? {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{option} {}: not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(Arc::new(roots))
 }
 
 fn read_certs(path: &Path, option: &str) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 /// `n` nodes of a static cluster, two shards each with per-shard ports.
 fn cluster(n: usize, prefix: &str) -> (Vec<Node>, Vec<SocketAddr>) {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| loopback(free_port())).collect();
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = common::cluster::peer_list(&addrs);
     let nodes = (0..n)
         .map(|i| {
             Node::builder()

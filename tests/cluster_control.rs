@@ -56,6 +56,7 @@ fn etcd_config(id: &str, port: u16, etcd: &Etcd, prefix: &str, ttl: Duration) ->
             lease_ttl: ttl,
         },
         peer_secret: None,
+        peer_tls: None,
         etcd_tls: None,
     }
 }
@@ -567,6 +568,7 @@ fn static_and_alone_rings() {
         vnodes: 160,
         membership,
         peer_secret: None,
+        peer_tls: None,
         etcd_tls: None,
     };
     let (alone, rx) = Control::start(config(Membership::Alone), 3).unwrap();
@@ -610,6 +612,7 @@ fn wait_first_ring_gives_up_on_deadline_and_stop() {
             lease_ttl: TTL,
         },
         peer_secret: None,
+        peer_tls: None,
         etcd_tls: None,
     };
     let (control, rx) = Control::start(config, 1).unwrap();

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::cluster::{ring_of, static_cluster};
+use common::cluster::{peer_get_frame, ring_of, static_cluster};
 use common::*;
-use shardcache::protocol::peer::{self, PeerReply, PeerRequest};
+use shardcache::protocol::peer::{self, PeerReply};
 use shardcache::protocol::peer_auth::PeerSecret;
-use shardcache::protocol::CacheOp;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -95,22 +94,6 @@ fn raw_peer(addr: SocketAddr, answer: Option<&PeerSecret>, frames: &[u8]) -> Exc
     }
 }
 
-fn get_frame(key: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    peer::encode_request(
-        &mut out,
-        &PeerRequest {
-            id: 7,
-            timeout_ms: 1000,
-            op: CacheOp::Get {
-                group: String::new(),
-                key: key.into(),
-            },
-        },
-    );
-    out
-}
-
 fn guard(node: &Node, event: &str) -> f64 {
     guard_events(&scrape(node), event)
 }
@@ -158,7 +141,7 @@ fn nodes_sharing_the_secret_forward_and_strangers_are_closed_unread() {
         .find(|k| ring.owner(b"", k.as_bytes()).addr == addrs[0])
         .unwrap();
     let right = PeerSecret::new(SECRET.as_bytes());
-    let ok = raw_peer(addrs[0], Some(&right), &get_frame(&key));
+    let ok = raw_peer(addrs[0], Some(&right), &peer_get_frame(&key));
     assert!(ok.challenged);
     assert!(
         matches!(ok.replies.as_slice(), [(7, PeerReply::Get(Some(v)))] if v.as_ref() == key.as_bytes()),
@@ -169,7 +152,7 @@ fn nodes_sharing_the_secret_forward_and_strangers_are_closed_unread() {
     let before = guard(&nodes[0], "peer_auth_failed");
     let mut invalidate_and_get = Vec::new();
     peer::encode_invalidate(&mut invalidate_and_get, "", &key);
-    invalidate_and_get.extend(get_frame(&key));
+    invalidate_and_get.extend(peer_get_frame(&key));
     let wrong = PeerSecret::new(b"a different secret, also long enough");
     for (who, answer) in [("no answer", None), ("a wrong secret", Some(&wrong))] {
         let e = raw_peer(addrs[0], answer, &invalidate_and_get);
@@ -246,13 +229,13 @@ fn only_authenticated_peers_get_past_the_connection_limit() {
         c
     });
     let right = PeerSecret::new(SECRET.as_bytes());
-    let ok = raw_peer(node.addr, Some(&right), &get_frame("k"));
+    let ok = raw_peer(node.addr, Some(&right), &peer_get_frame("k"));
     assert!(
         matches!(ok.replies.as_slice(), [(7, PeerReply::Get(Some(v)))] if v.as_ref() == b"v"),
         "an authenticated peer over the limit: {:?}",
         ok.replies
     );
-    let stranger = raw_peer(node.addr, None, &get_frame("k"));
+    let stranger = raw_peer(node.addr, None, &peer_get_frame("k"));
     assert!(stranger.replies.is_empty() && stranger.closed);
 }
 

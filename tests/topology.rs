@@ -83,11 +83,7 @@ fn a_client_routing_by_the_topology_causes_no_forward_and_no_handoff() {
     // Each node with shard ports of its own (static_cluster gives every
     // node the same flags).
     let addrs: Vec<SocketAddr> = (0..3).map(|_| loopback(free_port())).collect();
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = common::cluster::peer_list(&addrs);
     let nodes: Vec<Node> = (0..3)
         .map(|i| {
             Node::builder()

@@ -88,8 +88,8 @@ pub(super) struct Settings {
     /// Requested TTL in whole seconds (etcd's unit), at least 1.
     ttl_secs: i64,
     vnodes: u32,
-    /// Answers the CHALLENGE of peers that require --peer-secret-file.
-    pub(super) peer_secret: Option<Arc<PeerSecret>>,
+    /// How the control thread proves itself to peers.
+    pub(super) peer: PeerCredentials,
     /// TLS to etcd (https:// endpoints).
     pub(super) tls: Option<super::EtcdTls>,
 }
@@ -144,7 +144,7 @@ impl Settings {
             prefix,
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             vnodes,
-            peer_secret: None,
+            peer: PeerCredentials::default(),
             tls: None,
         })
     }
@@ -183,11 +183,11 @@ impl Drop for DoneOnDrop {
 async fn run(settings: Settings, me: Member, shared: &Shared) {
     let clock = LeaseClock::default();
     let vnodes = settings.vnodes;
-    let secret = settings.peer_secret.clone();
+    let peer = settings.peer.clone();
     let mut node = Node::new(settings, me.clone(), shared, &clock);
     tokio::select! {
         () = sessions(&mut node, shared) => {}
-        never = lease_watchdog(&clock, shared, &me, vnodes, secret) => match never {},
+        never = lease_watchdog(&clock, shared, &me, vnodes, peer) => match never {},
     }
     node.revoke().await;
     shared.set_state(EtcdState::Stopped);
@@ -262,7 +262,7 @@ async fn lease_watchdog(
     shared: &Shared,
     me: &Member,
     vnodes: u32,
-    secret: Option<Arc<PeerSecret>>,
+    peer: PeerCredentials,
 ) -> Infallible {
     let mut in_doubt = false;
     let mut next_probe = Instant::now();
@@ -298,7 +298,7 @@ async fn lease_watchdog(
         if peers.is_empty() {
             continue; // nobody else could serve our keys
         }
-        let views = ask_rings(&peers, &secret).await;
+        let views = ask_rings(&peers, &peer).await;
         let answered = views.len();
         let newest = views
             .into_iter()
@@ -347,12 +347,12 @@ async fn lease_watchdog(
 /// Asks each peer for its ring, concurrently; the answers that came.
 async fn ask_rings(
     peers: &[SocketAddr],
-    secret: &Option<Arc<PeerSecret>>,
+    credentials: &PeerCredentials,
 ) -> Vec<(SocketAddr, RingView)> {
     let mut asks = tokio::task::JoinSet::new();
     for &addr in peers {
-        let secret = secret.clone();
-        asks.spawn(async move { (addr, ask_ring(addr, secret.as_deref()).await) });
+        let credentials = credentials.clone();
+        asks.spawn(async move { (addr, ask_ring(addr, &credentials).await) });
     }
     let mut views = Vec::new();
     while let Some(answer) = asks.join_next().await {
@@ -719,54 +719,90 @@ fn keep_alive_ticker(ttl: Duration) -> tokio::time::Interval {
     tick
 }
 
-/// One RING request to the peer at `addr` over a fresh peer connection:
-/// its ring's epoch and members.
-async fn ask_ring(addr: SocketAddr, secret: Option<&PeerSecret>) -> Result<RingView, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// What a peer may ask of the control thread's connections: the answer
+/// to its CHALLENGE (--peer-secret-file), a certificate (--peer-ca).
+#[derive(Clone, Default)]
+pub(super) struct PeerCredentials {
+    pub secret: Option<Arc<PeerSecret>>,
+    pub tls: Option<Arc<crate::tls::Tls>>,
+}
+
+/// One RING request to the peer at `addr` over a fresh peer connection
+/// (mutual TLS with --peer-ca): its ring's epoch and members.
+async fn ask_ring(addr: SocketAddr, credentials: &PeerCredentials) -> Result<RingView, String> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
+        let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let mut request = peer::MAGIC.to_vec();
-        // With a secret, the RING request waits for the peer's CHALLENGE.
-        if secret.is_none() {
-            peer::encode_ring_request(&mut request, 1);
-        }
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = BytesMut::with_capacity(4096);
-        loop {
-            match peer::decode_reply(&mut buf, PEER_RING_MAX) {
-                Ok(Some((_, PeerReply::Challenge(nonce)))) => {
-                    let secret = secret.ok_or("the peer requires --peer-secret-file")?;
-                    let mut answer = Vec::new();
-                    peer::encode_auth(&mut answer, &secret.mac(&nonce));
-                    peer::encode_ring_request(&mut answer, 1);
-                    stream
-                        .write_all(&answer)
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
-                }
-                Ok(Some((_, PeerReply::Ring(view)))) => return Ok(view),
-                Ok(Some((_, other))) => return Err(format!("answered {other:?}")),
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+        let secret = credentials.secret.as_deref();
+        let tls = credentials.tls.as_ref().and_then(|t| {
+            let configs = t.current();
+            configs.peer.as_ref().map(|p| p.client.clone())
+        });
+        match tls {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                // The peer ALPN stands in for the magic.
+                ring_exchange(stream, Vec::new(), secret).await
             }
-            if stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?
-                == 0
-            {
-                return Err("closed before answering".into());
-            }
+            None => ring_exchange(stream, peer::MAGIC.to_vec(), secret).await,
         }
     };
     match tokio::time::timeout(PEER_RING_TIMEOUT, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(format!("no answer within {PEER_RING_TIMEOUT:?}")),
+    }
+}
+
+/// Sends `request` (the magic, or nothing over TLS) and a RING request,
+/// answering a CHALLENGE first when the peer asks; returns its RING.
+async fn ring_exchange<S>(
+    mut stream: S,
+    mut request: Vec<u8>,
+    secret: Option<&PeerSecret>,
+) -> Result<RingView, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // With a secret, the RING request waits for the peer's CHALLENGE.
+    if secret.is_none() {
+        peer::encode_ring_request(&mut request, 1);
+    }
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        match peer::decode_reply(&mut buf, PEER_RING_MAX) {
+            Ok(Some((_, PeerReply::Challenge(nonce)))) => {
+                let secret = secret.ok_or("the peer requires --peer-secret-file")?;
+                let mut answer = Vec::new();
+                peer::encode_auth(&mut answer, &secret.mac(&nonce));
+                peer::encode_ring_request(&mut answer, 1);
+                stream
+                    .write_all(&answer)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+            Ok(Some((_, PeerReply::Ring(view)))) => return Ok(view),
+            Ok(Some((_, other))) => return Err(format!("answered {other:?}")),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
+            return Err("closed before answering".into());
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub struct ClusterConfig {
     /// --peer-secret-file: how the control thread authenticates its own
     /// peer connections (RING requests) to nodes that require it.
     pub peer_secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
+    /// --peer-ca: the control thread's peer connections are mutual TLS.
+    pub peer_tls: Option<Arc<crate::tls::Tls>>,
     /// --etcd-ca/--etcd-cert/--etcd-key; None: plaintext etcd.
     pub etcd_tls: Option<EtcdTls>,
 }
@@ -248,7 +250,10 @@ impl Control {
                 lease_ttl,
             } => {
                 let mut settings = etcd::Settings::new(endpoints, prefix, lease_ttl, vnodes)?;
-                settings.peer_secret = config.peer_secret.clone();
+                settings.peer = etcd::PeerCredentials {
+                    secret: config.peer_secret.clone(),
+                    tls: config.peer_tls.clone(),
+                };
                 settings.tls = config.etcd_tls.clone();
                 let shared = Arc::new(Shared::new(senders, EtcdState::Connecting));
                 let thread = etcd::spawn(settings, me, shared.clone())?;
@@ -380,6 +385,7 @@ mod tests {
             vnodes: 16,
             membership,
             peer_secret: None,
+            peer_tls: None,
             etcd_tls: None,
         }
     }

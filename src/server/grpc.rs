@@ -1,6 +1,5 @@
-//! The gRPC port: a connection's first bytes tell a peer node (the peer
-//! magic, served by `peer_session`) from a client, whose HTTP/2 + gRPC
-//! calls are this module's [`GrpcSession`]: bytes go through the HTTP/2
+//! A gRPC client's connection (`accept` tells clients from peers): its
+//! HTTP/2 + gRPC calls are this module's [`GrpcSession`]: bytes go through the HTTP/2
 //! state machine, each complete request becomes a call executed on this
 //! shard's store or handed to its owner (another shard, another node),
 //! and the replies go back on their streams. The session is sans-IO; the
@@ -21,12 +20,10 @@
 
 use super::batch::{Batch, Parts, PART_TAG};
 use super::dispatch::{self, Local};
-use super::driver::{self, Session};
-use super::lifecycle::{linger, ConnShared, OpenGuard, Registry, Room};
+use super::driver::Session;
+use super::lifecycle::Room;
 use super::peer_client::Peers;
-use super::peer_session::PeerSession;
 use super::streaming::Streaming;
-use super::tls_session::TlsSession;
 use super::NodeShared;
 use crate::metrics::{self, Guard, Interface, ReplyStatus};
 use crate::proto;
@@ -34,11 +31,9 @@ use crate::protocol::grpc::{self, Code, Method, Rejection, Status};
 use crate::protocol::http2::{
     Connection, ConnectionError, ErrorCode, Event, HeaderField, HeaderList, ServerSettings,
 };
-use crate::protocol::{peer, CacheOp, Invalid};
-use crate::runtime::{self, Stream};
+use crate::protocol::{CacheOp, Invalid};
 use crate::shard::{Mailbox, Op, Reply, ReplyTo, Shard, ShardCounters};
-use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::future;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -54,153 +49,6 @@ pub const MAX_WAITING: usize = 16;
 /// Requests handled between two looks at the connection's budget: what
 /// one batch's answers add is the most a connection overshoots it by.
 const BATCH: usize = 4;
-
-/// Serves one connection accepted on the gRPC port: a client speaking
-/// HTTP/2, or a peer node (its first bytes are the peer magic). `refuse`
-/// (over --max-connections) turns clients away, and peers too unless
-/// --peer-secret-file makes them prove who they are: an authenticated peer
-/// may exceed the limit, an unauthenticated one is never served.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
-    mut stream: Stream,
-    shard: Rc<Shard>,
-    peers: Rc<Peers>,
-    node: Arc<NodeShared>,
-    registry: Rc<Registry>,
-    settings: ServerSettings,
-    refuse: bool,
-    _guard: OpenGuard,
-) {
-    let _ = stream.set_nodelay();
-    // A client that reads nothing for this long is disconnected.
-    let _ = stream.set_write_timeout(node.config.idle_timeout);
-    let shared = Rc::new(ConnShared::default());
-    let id = registry.add(shared.clone());
-    let mut input = BytesMut::new();
-    let first_bytes_by = Instant::now() + node.config.header_timeout;
-    match sniff(&mut stream, &mut input, &shared, first_bytes_by).await {
-        // Over the limit, only a peer that proves it knows the secret is
-        // served (the session closes one that does not).
-        Some(Kind::Peer) if refuse && node.peer_secret.is_none() => {
-            registry.count(Guard::ConnectionLimit)
-        }
-        Some(Kind::Peer) => {
-            input.advance(peer::MAGIC.len());
-            let mut s = PeerSession::new(shard, peers, node, shared.mailbox().clone());
-            let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
-        }
-        Some(Kind::Client) => {
-            shard.connection_opened(Interface::Grpc);
-            let tls = node.tls.as_ref().map(|t| t.current());
-            let mut s = GrpcSession::new(
-                shard.clone(),
-                peers,
-                node,
-                shared.mailbox().clone(),
-                settings,
-            );
-            let speaks_tls = input.first() == Some(&TLS_HANDSHAKE_RECORD);
-            if refuse {
-                registry.count(Guard::ConnectionLimit);
-                // A TLS client could not read a plaintext GOAWAY: it is
-                // just closed.
-                if !speaks_tls {
-                    let msg = format!(
-                        "connection limit reached (--max-connections {})",
-                        s.node.config.max_connections
-                    );
-                    s.h2.go_away(ErrorCode::RefusedStream, msg.as_bytes());
-                    let _ = stream.write_all(s.output()).await;
-                }
-            } else if let Some(tls) = tls {
-                if speaks_tls {
-                    if let Ok(conn) = rustls::ServerConnection::new(tls.grpc.clone()) {
-                        let mut t = TlsSession::new(conn, s, first_bytes_by);
-                        let _ = driver::drive(&mut stream, &mut t, &shared, Some(&registry), input)
-                            .await;
-                        if t.handshake_failed() {
-                            registry.count(Guard::TlsHandshakeFailed);
-                        }
-                    }
-                } else {
-                    registry.count(Guard::PlaintextRefused);
-                    s.h2.go_away(
-                        ErrorCode::InadequateSecurity,
-                        b"this node requires TLS (it was started with --tls-cert)",
-                    );
-                    let _ = stream.write_all(s.output()).await;
-                }
-            } else {
-                let _ = driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
-            }
-            shard.connection_closed(Interface::Grpc);
-        }
-        None => {
-            if Instant::now() >= first_bytes_by {
-                registry.count(Guard::HeaderTimeout);
-            }
-        }
-    }
-    shared.mailbox().close();
-    registry.remove(id);
-    linger(&mut stream).await;
-}
-
-enum Kind {
-    Client,
-    Peer,
-}
-
-/// The first byte of a TLS connection (a handshake record: ClientHello).
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-/// Reads until the first bytes tell a peer (the full magic) from a client
-/// (anything else; the HTTP/2 layer judges its preface). None when the
-/// connection closed, went idle, sent too little by `by`, or the node
-/// shuts down first.
-async fn sniff(
-    stream: &mut Stream,
-    input: &mut BytesMut,
-    shared: &ConnShared,
-    by: Instant,
-) -> Option<Kind> {
-    let mut rbuf = [0u8; 4096];
-    loop {
-        let n = input.len().min(peer::MAGIC.len());
-        if input[..n] != peer::MAGIC[..n] {
-            return Some(Kind::Client);
-        }
-        if n == peer::MAGIC.len() {
-            return Some(Kind::Peer);
-        }
-        let read = future::or(
-            async { Some(stream.read(&mut rbuf).await) },
-            future::or(
-                async {
-                    shared.mailbox().wait().await;
-                    None
-                },
-                async {
-                    runtime::sleep_until(Some(by)).await;
-                    Some(Err(std::io::ErrorKind::TimedOut.into()))
-                },
-            ),
-        )
-        .await;
-        match read {
-            Some(Ok(0)) | Some(Err(_)) => return None,
-            Some(Ok(n)) => {
-                shared.touch();
-                input.extend_from_slice(&rbuf[..n]);
-            }
-            None if shared.take_idle() => return None,
-            // Shutting down before the first byte: treat it as a client,
-            // whose HTTP/2 connection then gets a proper GOAWAY.
-            None if shared.shutdown_requested() => return Some(Kind::Client),
-            None => {}
-        }
-    }
-}
 
 /// What the metrics need to know of a call when its response is queued.
 #[derive(Debug, Clone, Copy)]
@@ -461,6 +309,11 @@ impl GrpcSession {
             closing: false,
             streaming: Streaming::new(max_message),
         }
+    }
+
+    /// Queues GOAWAY with `code` and a reason: the connection ends.
+    pub fn go_away(&mut self, code: ErrorCode, reason: &[u8]) {
+        self.h2.go_away(code, reason);
     }
 
     fn expire_deadlines(&mut self, now: Instant) {

@@ -13,6 +13,7 @@
 //!   (limits, idleness, shutdown, buffer accounting); [`dispatch`] is
 //!   where a request is served, [`batch`] a batch call's items.
 
+mod accept;
 mod batch;
 mod dispatch;
 mod driver;
@@ -120,7 +121,7 @@ pub fn run(config: NodeConfig, tls: Option<Arc<crate::tls::Tls>>) -> Result<(), 
     serve(config, hooks, signal_rx)
 }
 
-/// Reads --tls-cert/--tls-key/--tls-client-ca; the error names the option and file.
+/// Reads --tls-cert/--tls-key/--tls-client-ca/--peer-ca; the error names the option and file.
 pub fn load_tls(config: &NodeConfig) -> Result<Option<Arc<crate::tls::Tls>>, String> {
     let Some(files) = config.tls.clone() else {
         return Ok(None);
@@ -130,6 +131,7 @@ pub fn load_tls(config: &NodeConfig) -> Result<Option<Arc<crate::tls::Tls>>, Str
         cert = %tls.files().cert.display(),
         valid_until = %tls.current().not_after,
         client_certificates = if tls.files().client_ca.is_some() { "required" } else { "not asked for" },
+        peers = if tls.files().peer_ca.is_some() { "mutual TLS (--peer-ca)" } else { "plaintext" },
         "TLS on the gRPC port and the gateway"
     );
     Ok(Some(Arc::new(tls)))
@@ -215,6 +217,7 @@ pub fn serve(config: NodeConfig, hooks: Hooks, stop: mpsc::Receiver<i32>) -> Res
             vnodes: config.vnodes,
             membership: config.membership(),
             peer_secret: peer_secret.clone(),
+            peer_tls: tls.clone().filter(|t| t.files().peer_ca.is_some()),
             etcd_tls: config.etcd_tls()?,
         },
         shards,

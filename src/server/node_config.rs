@@ -117,6 +117,7 @@ impl NodeConfig {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: args.tls_client_ca.clone(),
+                    peer_ca: args.peer_ca.clone(),
                 }),
                 _ => None,
             },

@@ -38,6 +38,7 @@
 
 use super::driver::{self, Session};
 use super::lifecycle::{ConnShared, Room};
+use super::tls_session::TlsSession;
 use crate::metrics::{Guard, PeerError};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::peer::{self, PeerReply, PeerRequest};
@@ -45,6 +46,7 @@ use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
 use crate::shard::{InTransit, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
+use rustls::pki_types::ServerName;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -82,6 +84,9 @@ pub struct PeerSettings {
     pub transit_limit: usize,
     /// --peer-secret-file: answers the CHALLENGE of peers that require it.
     pub secret: Option<Arc<crate::protocol::peer_auth::PeerSecret>>,
+    /// --peer-ca: connections to peers are mutual TLS (read at each
+    /// connect, so a SIGHUP reload reaches new connections).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// One shard's clients, one per peer node it has talked to.
@@ -497,9 +502,17 @@ impl PeerClient {
         let _ = stream.set_write_timeout(self.settings.timeout);
         let _ = stream.set_unacked_timeout(UNACKED_TIMEOUT);
         let now = Instant::now();
+        let tls = self.settings.tls.as_ref().and_then(|t| {
+            let configs = t.current();
+            configs.peer.as_ref().map(|p| p.client.clone())
+        });
         let mut s = ClientSession {
             client: self.clone(),
-            sending: peer::MAGIC.to_vec(),
+            // Over TLS the peer ALPN says what the magic says in plaintext.
+            sending: match tls {
+                Some(_) => Vec::new(),
+                None => peer::MAGIC.to_vec(),
+            },
             last_used: now,
             ended: None,
             // With a secret, requests wait for the peer's CHALLENGE.
@@ -510,10 +523,28 @@ impl PeerClient {
                 .then(|| now + self.settings.timeout),
         };
         let conn = self.conn.clone();
-        if let Err(e) = driver::drive(&mut stream, &mut s, &conn, None, BytesMut::new()).await {
+        let Some(config) = tls else {
+            if let Err(e) = driver::drive(&mut stream, &mut s, &conn, None, BytesMut::new()).await {
+                return format!("write failed: {e}");
+            }
+            return s.ended.unwrap_or_else(|| "closed".into());
+        };
+        // The peer's certificate must chain to --peer-ca and name the
+        // address we reach it at.
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = match rustls::ClientConnection::new(config, name) {
+            Ok(tls) => tls,
+            Err(e) => return format!("TLS set-up: {e}"),
+        };
+        let mut t = TlsSession::new(tls, s, now + self.settings.timeout);
+        let written = driver::drive(&mut stream, &mut t, &conn, None, BytesMut::new()).await;
+        if let Some(e) = t.error() {
+            return format!("TLS: {e}");
+        }
+        if let Err(e) = written {
             return format!("write failed: {e}");
         }
-        s.ended.unwrap_or_else(|| "closed".into())
+        t.inner().ended.clone().unwrap_or_else(|| "closed".into())
     }
 }
 

@@ -3,7 +3,7 @@
 //! sender/receiver tasks, the sweep, the idle reaper and housekeeping, and
 //! accept connections until shutdown; then drain.
 
-use super::{dispatch, grpc, http, lifecycle, peer_client, NodeShared};
+use super::{accept, dispatch, http, lifecycle, peer_client, NodeShared};
 use crate::cluster::{self, RingReceiver};
 use crate::runtime::{self, Listener, Mesh, Stream};
 use crate::shard::{Batch, Notify, Router, Shard, ShardSettings};
@@ -85,6 +85,7 @@ pub(super) async fn run_shard(
             in_transit: node.in_transit.get(id).cloned().unwrap_or_default(),
             transit_limit: node.config.buffer_limits().per_shard,
             secret: node.peer_secret.clone(),
+            tls: node.tls.clone(),
         },
         shard.clone(),
     ));
@@ -151,7 +152,7 @@ pub(super) async fn run_shard(
     let serve_grpc = |(shard, peers, node, conns): (Rc<Shard>, _, Arc<NodeShared>, _)| {
         let settings = settings.clone();
         move |stream, refuse, guard| {
-            runtime::spawn(grpc::serve(
+            runtime::spawn(accept::serve(
                 stream,
                 Rc::clone(&shard),
                 Rc::clone(&peers),

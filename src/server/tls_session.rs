@@ -1,8 +1,8 @@
 //! A session over TLS: wraps any [`Session`] (the gRPC or the gateway
-//! session) so that the driver feeds it ciphertext and writes ciphertext,
+//! session, a peer node's serving or client session) so that the driver feeds it ciphertext and writes ciphertext,
 //! while the wrapped session sees the same plaintext bytes it would see on
 //! a plain socket. rustls does the protocol, sans-IO like everything here:
-//! bytes read go into `rustls::ServerConnection::read_tls`, the plaintext
+//! bytes read go into `rustls::Connection::read_tls`, the plaintext
 //! it yields goes to the inner session, and the inner session's output is
 //! encrypted into this session's output after every call, so the driver
 //! still makes one write per turn.
@@ -16,12 +16,14 @@
 use super::driver::Session;
 use super::lifecycle::Room;
 use bytes::{Buf, BytesMut};
-use rustls::ServerConnection;
+use rustls::Connection;
 use std::io::{Read, Write};
 use std::time::Instant;
 
 pub struct TlsSession<S> {
-    tls: ServerConnection,
+    /// The server side of an accepted connection, or the client side of
+    /// one to a peer node.
+    tls: Connection,
     inner: S,
     /// Plaintext decrypted but not yet taken by the inner session.
     plain: BytesMut,
@@ -36,7 +38,8 @@ pub struct TlsSession<S> {
 }
 
 impl<S: Session> TlsSession<S> {
-    pub fn new(mut tls: ServerConnection, inner: S, handshake_by: Instant) -> TlsSession<S> {
+    pub fn new(tls: impl Into<Connection>, inner: S, handshake_by: Instant) -> TlsSession<S> {
+        let mut tls = tls.into();
         // What the inner session writes is bounded by its own budget
         // (`Room`); rustls's default cap would make writes fail instead.
         tls.set_buffer_limit(None);
@@ -55,6 +58,15 @@ impl<S: Session> TlsSession<S> {
     /// The handshake failed: the connection was closed by TLS itself.
     pub fn handshake_failed(&self) -> bool {
         self.failed.is_some() && !self.handshaken
+    }
+
+    /// Why TLS ended the connection, if it did.
+    pub fn error(&self) -> Option<&rustls::Error> {
+        self.failed.as_ref()
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
     }
 
     /// Takes ciphertext from `input` until it is used up or TLS fails.
@@ -224,7 +236,7 @@ impl<S: Session> Session for TlsSession<S> {
 mod tests {
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -232,6 +244,8 @@ mod tests {
     #[derive(Default)]
     struct Shout {
         out: Vec<u8>,
+        /// Everything it was given.
+        seen: Vec<u8>,
         done: bool,
         eof: bool,
     }
@@ -239,6 +253,7 @@ mod tests {
     impl Session for Shout {
         fn on_input(&mut self, input: &mut BytesMut, _: Room, _: Instant) -> bool {
             self.out.extend(input.iter().map(u8::to_ascii_uppercase));
+            self.seen.extend_from_slice(input);
             self.done |= input.ends_with(b"bye");
             input.clear();
             false
@@ -375,5 +390,38 @@ mod tests {
         assert!(!s.is_done());
         s.on_wake(Room::UNLIMITED, by);
         assert!(s.is_done() && s.handshake_failed());
+    }
+
+    /// Both ends as sessions: the client's inner session writes before
+    /// the handshake (as a peer client's first requests do); its bytes
+    /// wait in rustls and arrive once the handshake is done.
+    #[test]
+    fn a_client_session_speaks_first_and_its_bytes_wait_for_the_handshake() {
+        let (mut server, c, now) = pair();
+        let mut client = TlsSession::new(
+            c,
+            Shout {
+                out: b"bye".to_vec(),
+                ..Shout::default()
+            },
+            now + Duration::from_secs(1),
+        );
+        client.on_wake(Room::UNLIMITED, now);
+        assert!(!client.output().is_empty(), "no ClientHello");
+        for _ in 0..8 {
+            let mut wire = BytesMut::from(client.output());
+            client.clear_output();
+            server.on_input(&mut wire, Room::UNLIMITED, now);
+            let mut back = BytesMut::from(server.output());
+            server.clear_output();
+            if back.is_empty() {
+                break;
+            }
+            client.on_input(&mut back, Room::UNLIMITED, now);
+        }
+        assert!(!client.handshake_failed() && !server.handshake_failed());
+        assert_eq!(server.inner().seen, b"bye");
+        assert_eq!(client.inner().seen, b"BYE");
+        assert!(server.is_done(), "the server's session did not end");
     }
 }

@@ -26,13 +26,36 @@ pub fn ring_of(addrs: &[SocketAddr]) -> Ring {
 
 /// `n` nodes of a static cluster on free loopback ports, node ids
 /// `{id_prefix}{i}`, each with `extra` flags; and their addresses.
-pub fn static_cluster(n: usize, id_prefix: &str, extra: &[&str]) -> (Vec<Node>, Vec<SocketAddr>) {
-    let addrs: Vec<SocketAddr> = (0..n).map(|_| loopback(super::free_port())).collect();
-    let peers = addrs
+/// The `--peers` value naming `addrs`.
+pub fn peer_list(addrs: &[SocketAddr]) -> String {
+    addrs
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+}
+
+/// A GET of `key` in the peer wire format (request id 7, 1 s timeout),
+/// as a raw peer sends it.
+pub fn peer_get_frame(key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    shardcache::protocol::peer::encode_request(
+        &mut out,
+        &shardcache::protocol::peer::PeerRequest {
+            id: 7,
+            timeout_ms: 1000,
+            op: shardcache::protocol::CacheOp::Get {
+                group: String::new(),
+                key: key.into(),
+            },
+        },
+    );
+    out
+}
+
+pub fn static_cluster(n: usize, id_prefix: &str, extra: &[&str]) -> (Vec<Node>, Vec<SocketAddr>) {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| loopback(super::free_port())).collect();
+    let peers = peer_list(&addrs);
     let nodes = addrs
         .iter()
         .enumerate()

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 
+pub mod certs;
 pub mod cluster;
 pub mod etcd;
 pub mod http1;
