@@ -9,6 +9,7 @@ client on the idle node.
     benches/attacks.py                  # all attacks, a markdown table
     benches/attacks.py --only peer_get  # one of them
     benches/attacks.py --json out.jsonl # also the raw figures
+    benches/attacks.py --binary B       # another build of the node (A/B)
 
 Attacks (each against a fresh node: 2 shards, --memory 256MiB,
 --max-value 1MiB, defaults otherwise):
@@ -454,10 +455,13 @@ def ratio(r):
 
 
 def main():
+    global NODE
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", action="append", choices=sorted(ATTACKS))
     ap.add_argument("--json")
+    ap.add_argument("--binary", default=NODE, help="the node binary (default: target/release/shardcache)")
     a = ap.parse_args()
+    NODE = a.binary
     for b in (NODE, LOAD):
         if not os.path.exists(b):
             raise SystemExit(f"{b} missing: cargo build --release --workspace")

@@ -5,7 +5,18 @@ and 64 x 1; h2load on CPU 1. Server CPU from /proc; ops per server
 CPU-second is the figure to compare (h2load is the bottleneck at 64 x 1).
 
     cargo build --release --bin shardcache
-    benches/tls_h2load.py [--reps 3] [--duration 4]
+    benches/tls_h2load.py [--reps 3] [--duration 4] [--tonic-ref BIN]
+
+--tonic-ref BIN adds tonic-ref (../shared/bench's yardstick) plaintext and
+over TLS, alternating with ours. The toolkit's tonic-ref has no TLS option:
+benches/tonic-ref-tls.patch gives it --tls-cert/--tls-key the conventional
+way (tokio-rustls in front of its hyper HTTP/2 connections, rustls with
+the ring provider as ours); apply it to a copy and build that copy:
+
+    cp -r ../shared/bench/anchors/tonic-ref /tmp/tonic-ref-tls
+    patch -d /tmp/tonic-ref-tls -p1 < benches/tonic-ref-tls.patch
+    export CACHE_PROTO=$(realpath ../shared/bench/cache.proto)
+    (cd /tmp/tonic-ref-tls && cargo build --release)
 
 Certificates are made with openssl into a temporary directory (a P-256
 CA and a node certificate for 127.0.0.1), as docs/operations.md shows.
@@ -80,10 +91,13 @@ def h2load(url: str, body: Path, c: int, m: int, duration: float | None, n: int 
     return {"rps": rps, "done": int(st.group(3)), "failed": int(st.group(5)), "text": out}
 
 
-def point(tls: bool, certs, c: int, m: int, duration: float, d: Path) -> dict:
+def point(server: str, tls: bool, certs, c: int, m: int, duration: float, d: Path) -> dict:
     port = free_port()
-    argv = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--http", "off", "--shards", "1",
-            "--memory", "1GiB", "--log-level", "warn"]
+    if server == "shardcache":
+        argv = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--http", "off", "--shards", "1",
+                "--memory", "1GiB", "--log-level", "warn"]
+    else:
+        argv = [server, "serve", "--listen", f"127.0.0.1:{port}", "--shards", "1", "--memory", "1GiB"]
     if tls:
         argv += ["--tls-cert", str(certs[0]), "--tls-key", str(certs[1])]
     srv = subprocess.Popen(["taskset", "-c", "0"] + argv, stderr=subprocess.DEVNULL)
@@ -118,7 +132,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--tonic-ref", help="a tonic-ref binary built with benches/tonic-ref-tls.patch")
     a = ap.parse_args()
+    servers = ["shardcache"] + ([a.tonic_ref] if a.tonic_ref else [])
     for tool in ("h2load", "openssl", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"needs {tool} (apt-get install nghttp2-client openssl util-linux)")
@@ -128,23 +144,37 @@ def main() -> int:
         rows = {}
         for rep in range(a.reps):
             for c, m in ((16, 16), (64, 1)):
-                for tls in (False, True):
-                    r = point(tls, certs, c, m, a.duration, d)
-                    rows.setdefault((c, m, tls), []).append(r)
-                    print(f"rep {rep} {c}x{m} {'TLS  ' if tls else 'plain'}: {r['rps']:9.0f} req/s  "
-                          f"server CPU {r['cpu']:.2f}  {r['per_cpu_s']:9.0f} per CPU-s", file=sys.stderr)
+                for server in servers:
+                    for tls in (False, True):
+                        r = point(server, tls, certs, c, m, a.duration, d)
+                        rows.setdefault((server, c, m, tls), []).append(r)
+                        print(f"rep {rep} {name(server)} {c}x{m} {'TLS  ' if tls else 'plain'}: "
+                              f"{r['rps']:9.0f} req/s  server CPU {r['cpu']:.2f}  "
+                              f"{r['per_cpu_s']:9.0f} per CPU-s", file=sys.stderr)
     print(f"\nGet 64 B, one shard on CPU 0, h2load on CPU 1, medians of {a.reps} x {a.duration:.0f} s\n")
-    print("| shape | plaintext: Gets/s | server CPU | Gets per server CPU-s | TLS: Gets/s | server CPU "
+    print("| server | shape | plaintext: Gets/s | server CPU | Gets per server CPU-s | TLS: Gets/s | server CPU "
           "| Gets per server CPU-s | server CPU-µs per call: plaintext → TLS |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
     for c, m in ((16, 16), (64, 1)):
-        p, t = rows[(c, m, False)], rows[(c, m, True)]
-        med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
-        pus, tus = 1e6 / med(p, "per_cpu_s"), 1e6 / med(t, "per_cpu_s")
-        print(f"| {c} × {m} | {med(p, 'rps'):,.0f} | {med(p, 'cpu'):.2f} | {med(p, 'per_cpu_s'):,.0f} "
-              f"| {med(t, 'rps'):,.0f} | {med(t, 'cpu'):.2f} | {med(t, 'per_cpu_s'):,.0f} "
-              f"| {pus:.2f} → {tus:.2f} (+{(tus / pus - 1) * 100:.0f} %) |")
+        for server in servers:
+            p, t = rows[(server, c, m, False)], rows[(server, c, m, True)]
+            pus, tus = 1e6 / med(p, "per_cpu_s"), 1e6 / med(t, "per_cpu_s")
+            print(f"| {name(server)} | {c} × {m} | {med(p, 'rps'):,.0f} | {med(p, 'cpu'):.2f} "
+                  f"| {med(p, 'per_cpu_s'):,.0f} | {med(t, 'rps'):,.0f} | {med(t, 'cpu'):.2f} "
+                  f"| {med(t, 'per_cpu_s'):,.0f} | {pus:.2f} → {tus:.2f} (+{(tus / pus - 1) * 100:.0f} %) |")
+    if a.tonic_ref:
+        print("\nshardcache ÷ tonic-ref, Gets per server CPU-s:")
+        for c, m in ((16, 16), (64, 1)):
+            for tls in (False, True):
+                ours = med(rows[("shardcache", c, m, tls)], "per_cpu_s")
+                theirs = med(rows[(a.tonic_ref, c, m, tls)], "per_cpu_s")
+                print(f"  {c} × {m} {'TLS' if tls else 'plaintext'}: {ours / theirs:.2f}×")
     return 0
+
+
+def name(server: str) -> str:
+    return "shardcache" if server == "shardcache" else "tonic-ref"
 
 
 if __name__ == "__main__":

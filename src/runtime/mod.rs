@@ -150,6 +150,10 @@ impl ShardThread {
     }
 }
 
+/// How long a shard runs tasks before it looks at I/O and timers again:
+/// a connection that floods the shard yields to the others after this.
+const PREEMPT_SLICE: Duration = Duration::from_micros(500);
+
 /// Starts one executor on its own thread pinned to `cpu`, and runs the
 /// future made by `make` on it. `spin` is how long the executor spins before
 /// parking in the kernel when it runs out of work.
@@ -161,7 +165,8 @@ where
     let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(name)
         // We do no file I/O: keep the registered (locked) buffer pool small.
-        .io_memory(256 << 10);
+        .io_memory(256 << 10)
+        .preempt_timer(PREEMPT_SLICE);
     if !spin.is_zero() {
         builder = builder.spin_before_park(spin);
     }

@@ -95,6 +95,9 @@ pub async fn drive<S: Session>(
     // Holding more than twice the budget: writes get less patience.
     let mut overflowing = false;
     loop {
+        // A connection with endless input (a flood) must not hold the
+        // shard past its time slice: other connections' turns come first.
+        runtime::yield_if_needed().await;
         let now = Instant::now();
         if conn.take_shutdown() {
             session.on_shutdown();

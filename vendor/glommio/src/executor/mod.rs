@@ -1332,6 +1332,14 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // shardcache patch: preempted with queues still runnable
+                // (a thread descheduled past its deadline before running
+                // anything, say) is not "nothing to do": report work, so
+                // the executor polls I/O and comes back instead of parking
+                // with runnable tasks.
+                if !ran && !self.queues.borrow().active_executors.is_empty() {
+                    ran = true;
+                }
                 break;
             }
             if !self.run_one_task_queue() {
