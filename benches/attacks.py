@@ -308,7 +308,7 @@ class Flood:
     def attack(self, port, bursts, read, settings, threads):
         # The attacker must not take the CPU the measuring client needs (2
         # cores here): it runs only when nothing else wants that core.
-        os.sched_setaffinity(0, {1})
+        os.sched_setaffinity(0, {ATTACKER_CPU})
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
         def one():
@@ -373,6 +373,11 @@ ATTACKS = {
 
 # Floods cost CPU, not memory: measured with the node alone on CPU 0 (one
 # shard) and the client and the attacker on CPU 1.
+# Where flooding attackers run: CPU 1 (beside the normal client) by default;
+# --attacker-cpu 0 puts them beside the node instead, to tell what the
+# client's own CPU costs it from what the node does.
+ATTACKER_CPU = 1
+
 FLOODS = {"rapid_reset", "ping_flood", "settings", "empty_frames", "continuation", "hpack_bomb",
           "streams", "dribble"}
 
@@ -394,6 +399,31 @@ def preload(node):
                     "--requests", "1", "--connections", "1"], capture_output=True)
 
 
+def get_histogram(node):
+    """The node's own Get latency histogram (gRPC), cumulative counts by
+    bucket bound in µs: what the shard's event loop gave the calls."""
+    counts = {}
+    for le, n in re.findall(
+            r'shardcache_request_duration_seconds_bucket\{[^}]*interface="grpc"[^}]*method="get"[^}]*le="([^"]+)"\} (\d+)',
+            node.metrics()):
+        bound = float("inf") if le == "+Inf" else float(le) * 1e6
+        counts[bound] = counts.get(bound, 0) + int(n)
+    return counts
+
+
+def server_p99(before, after):
+    """The bucket bound (µs) under which 99 % of the Gets between two
+    snapshots finished, as the node measured them (HEADERS to response)."""
+    delta = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+    total = delta.get(float("inf"), 0)
+    if not total:
+        return None
+    for bound in sorted(delta):
+        if delta[bound] >= 0.99 * total:
+            return bound
+    return None
+
+
 def run(name):
     attack, extra = ATTACKS[name]
     node = Node(extra, pinned=name in FLOODS)
@@ -413,12 +443,14 @@ def run(name):
                 time.sleep(0.02)
         sampler = threading.Thread(target=sample)
         sampler.start()
+        hist_before = get_histogram(node)
         client = threading.Thread(target=normal_client, args=(node, 6, during))
         client.start()
         time.sleep(0.5)
         started = time.time()
         socks = attack(node)
         client.join()
+        hist_after = get_histogram(node)
         attack_s = time.time() - started
         for s in socks:
             s.close()
@@ -436,6 +468,7 @@ def run(name):
             "attack_s": round(attack_s, 2),
             "idle_p99_us": idle.get("p99"),
             "during_p99_us": during.get("p99"),
+            "during_server_p99_le_us": server_p99(hist_before, hist_after),
             "during_ok": during.get("ok"),
             "during_requests": during.get("requests"),
             "during_error": during.get("error"),
@@ -455,13 +488,16 @@ def ratio(r):
 
 
 def main():
-    global NODE
+    global NODE, ATTACKER_CPU
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", action="append", choices=sorted(ATTACKS))
     ap.add_argument("--json")
     ap.add_argument("--binary", default=NODE, help="the node binary (default: target/release/shardcache)")
+    ap.add_argument("--attacker-cpu", type=int, default=1, choices=[0, 1],
+                    help="the CPU flooding attackers run on (SCHED_IDLE either way)")
     a = ap.parse_args()
     NODE = a.binary
+    ATTACKER_CPU = a.attacker_cpu
     for b in (NODE, LOAD):
         if not os.path.exists(b):
             raise SystemExit(f"{b} missing: cargo build --release --workspace")
@@ -470,13 +506,14 @@ def main():
         with open(a.json, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print("| attack | RSS before MiB | peak MiB | after MiB | normal client p99 idle / during µs (ratio) | its requests ok | attacker connections | guard events |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| attack | RSS before MiB | peak MiB | after MiB | normal client p99 idle / during µs (ratio) | node's own Get p99 during, µs (bucket) | its requests ok | attacker connections | guard events |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         ok = f"{r['during_ok']}/{r['during_requests']}" if r["during_ok"] is not None else r["during_error"]
         g = ", ".join(f"{k} {v}" for k, v in sorted(r["guards"].items()))
         print(f"| {r['attack']} | {r['rss_before_mib']} | {r['rss_peak_mib']} | {r['rss_after_mib']} | "
-              f"{r['idle_p99_us']} / {r['during_p99_us']} ({ratio(r)}) | {ok} | "
+              f"{r['idle_p99_us']} / {r['during_p99_us']} ({ratio(r)}) | "
+              f"≤ {r['during_server_p99_le_us'] or '-'} | {ok} | "
               f"{r['attack_connections'] or ''} | {g} |")
 
 
