@@ -768,15 +768,13 @@ async fn ring_exchange<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     // With a secret, the RING request waits for the peer's CHALLENGE.
     if secret.is_none() {
         peer::encode_ring_request(&mut request, 1);
     }
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+    // Over TLS a write may leave records buffered until flushed.
+    send(&mut stream, &request).await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         match peer::decode_reply(&mut buf, PEER_RING_MAX) {
@@ -785,10 +783,7 @@ where
                 let mut answer = Vec::new();
                 peer::encode_auth(&mut answer, &secret.mac(&nonce));
                 peer::encode_ring_request(&mut answer, 1);
-                stream
-                    .write_all(&answer)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
+                send(&mut stream, &answer).await?;
             }
             Ok(Some((_, PeerReply::Ring(view)))) => return Ok(view),
             Ok(Some((_, other))) => return Err(format!("answered {other:?}")),
@@ -804,6 +799,18 @@ where
             return Err("closed before answering".into());
         }
     }
+}
+
+async fn send<S>(stream: &mut S, bytes: &[u8]) -> Result<(), String>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    stream.flush().await.map_err(|e| format!("write: {e}"))
 }
 
 /// Runs an etcd request with a deadline of its own.
