@@ -55,6 +55,12 @@ pub struct Configs {
     pub peer: Option<PeerConfigs>,
 }
 
+/// The name a peer's certificate must carry: the IP address it was
+/// dialled at (ring members are addresses).
+pub fn peer_name(addr: std::net::SocketAddr) -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::IpAddress(addr.ip().into())
+}
+
 /// Mutual TLS between nodes: the node presents its own certificate either
 /// way and trusts only certificates that chain to `--peer-ca`.
 pub struct PeerConfigs {
@@ -108,6 +114,11 @@ impl Tls {
             Err(poisoned) => *poisoned.into_inner() = configs.clone(),
         }
         Ok(configs)
+    }
+
+    /// The client side of mutual TLS to peers (`--peer-ca`), as it is now.
+    pub fn peer_client(&self) -> Option<Arc<ClientConfig>> {
+        self.current().peer.as_ref().map(|p| p.client.clone())
     }
 
     pub fn files(&self) -> &TlsFiles {

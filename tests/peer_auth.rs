@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{peer_get_frame, ring_of, static_cluster};
+use common::cluster::{peer_get_frame, ring_of, static_cluster, write_then_read_across};
 use common::*;
 use shardcache::protocol::peer::{self, PeerReply};
 use shardcache::protocol::peer_auth::PeerSecret;
@@ -112,27 +112,12 @@ fn nodes_sharing_the_secret_forward_and_strangers_are_closed_unread() {
     // the others: every one of them crosses a peer connection.
     let rt = common::cluster::rt();
     rt.block_on(async {
-        let mut owners = [0usize; 3];
         let mut c0 = nodes[0].client().await;
-        for i in 0..60 {
-            let key = format!("key-{i}");
-            set(&mut c0, "", &key, key.as_bytes()).await;
-            let owner = ring.owner(b"", key.as_bytes()).addr;
-            owners[addrs.iter().position(|a| *a == owner).unwrap()] += 1;
-        }
-        assert!(owners.iter().all(|&n| n > 0), "keys per owner: {owners:?}");
+        let mut others = Vec::new();
         for n in &nodes[1..] {
-            let mut c = n.client().await;
-            for i in 0..60 {
-                let key = format!("key-{i}");
-                assert_eq!(
-                    get(&mut c, "", &key).await.as_deref(),
-                    Some(key.as_bytes()),
-                    "{key} through {}",
-                    n.node_id
-                );
-            }
+            others.push((n.node_id.clone(), n.client().await));
         }
+        write_then_read_across(&addrs, &mut c0, others).await;
     });
 
     // A key node 0 owns, asked for over raw peer connections to it.

@@ -9,7 +9,7 @@
 mod common;
 
 use common::certs::{arg, scrape_tls, tls_channel, Ca, Dir};
-use common::cluster::{loopback, peer_get_frame, ring_of};
+use common::cluster::{loopback, peer_get_frame, ring_of, write_then_read_across};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -132,6 +132,11 @@ fn tls_peer(
     read_replies(&mut s)
 }
 
+/// A gRPC client of `n` over TLS, trusting `ca`.
+async fn tls_client(n: &Node, ca: &Ca) -> pb::cache_client::CacheClient<tonic::transport::Channel> {
+    pb::cache_client::CacheClient::new(tls_channel(n, &ca.pem(), None).await.unwrap())
+}
+
 #[test]
 fn nodes_with_certificates_from_the_peer_ca_forward_and_nothing_else_gets_in() {
     let dir = Dir::new("peer-mtls");
@@ -150,29 +155,12 @@ fn nodes_with_certificates_from_the_peer_ca_forward_and_nothing_else_gets_in() {
     // others: each crosses a peer connection, over mutual TLS.
     let rt = common::cluster::rt();
     rt.block_on(async {
-        let mut owners = [0usize; 3];
-        let ch = tls_channel(&nodes[0], &ca.pem(), None).await.unwrap();
-        let mut c0 = pb::cache_client::CacheClient::new(ch);
-        for i in 0..60 {
-            let key = format!("key-{i}");
-            set(&mut c0, "", &key, key.as_bytes()).await;
-            let owner = ring.owner(b"", key.as_bytes()).addr;
-            owners[addrs.iter().position(|a| *a == owner).unwrap()] += 1;
-        }
-        assert!(owners.iter().all(|&n| n > 0), "keys per owner: {owners:?}");
+        let mut c0 = tls_client(&nodes[0], &ca).await;
+        let mut others = Vec::new();
         for n in &nodes[1..] {
-            let ch = tls_channel(n, &ca.pem(), None).await.unwrap();
-            let mut c = pb::cache_client::CacheClient::new(ch);
-            for i in 0..60 {
-                let key = format!("key-{i}");
-                assert_eq!(
-                    get(&mut c, "", &key).await.as_deref(),
-                    Some(key.as_bytes()),
-                    "{key} through {}",
-                    n.node_id
-                );
-            }
+            others.push((n.node_id.clone(), tls_client(n, &ca).await));
         }
+        write_then_read_across(&addrs, &mut c0, others).await;
     });
     for n in &nodes {
         let e = scrape_tls(n, &ca_path, None);
@@ -266,8 +254,7 @@ fn nodes_with_certificates_from_the_peer_ca_forward_and_nothing_else_gets_in() {
         .find(|k| rogue_ring.owner(b"", k.as_bytes()).addr == addrs[1])
         .unwrap();
     rt.block_on(async {
-        let ch = tls_channel(&rogue, &rogue_ca.pem(), None).await.unwrap();
-        let mut c = pb::cache_client::CacheClient::new(ch);
+        let mut c = tls_client(&rogue, &rogue_ca).await;
         let err = c.get(req("", &theirs)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
         assert!(err.message().contains("TLS"), "{err:?}");
@@ -277,8 +264,7 @@ fn nodes_with_certificates_from_the_peer_ca_forward_and_nothing_else_gets_in() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 
-        let ch = tls_channel(&nodes[1], &ca.pem(), None).await.unwrap();
-        let mut c = pb::cache_client::CacheClient::new(ch);
+        let mut c = tls_client(&nodes[1], &ca).await;
         assert_eq!(
             get(&mut c, "", &theirs).await.as_deref(),
             Some(theirs.as_bytes())
@@ -348,8 +334,7 @@ fn only_a_peer_with_a_trusted_certificate_gets_past_max_connections() {
     let rt = common::cluster::rt();
     rt.block_on(async {
         // The one connection allowed, kept open.
-        let ch = tls_channel(&node, &ca.pem(), None).await.unwrap();
-        let mut c = pb::cache_client::CacheClient::new(ch);
+        let mut c = tls_client(&node, &ca).await;
         set(&mut c, "", "limited", b"value").await;
         let (peer_cert, peer_key) = node_files(&dir, &ca, "peer");
         let frames = peer_get_frame("limited");

@@ -735,15 +735,10 @@ async fn ask_ring(addr: SocketAddr, credentials: &PeerCredentials) -> Result<Rin
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let secret = credentials.secret.as_deref();
-        let tls = credentials.tls.as_ref().and_then(|t| {
-            let configs = t.current();
-            configs.peer.as_ref().map(|p| p.client.clone())
-        });
-        match tls {
+        match credentials.tls.as_ref().and_then(|t| t.peer_client()) {
             Some(config) => {
-                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
                 let stream = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, stream)
+                    .connect(crate::tls::peer_name(addr), stream)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?;
                 // The peer ALPN stands in for the magic.

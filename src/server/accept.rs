@@ -84,13 +84,16 @@ pub async fn serve(
         }
         Some(Kind::Client) => {
             let speaks_tls = input.first() == Some(&TLS_HANDSHAKE_RECORD);
-            let mut s = GrpcSession::new(
-                shard.clone(),
-                peers.clone(),
-                node.clone(),
-                shared.mailbox().clone(),
-                settings,
-            );
+            // Made only for a connection that turns out to be a client.
+            let grpc = || {
+                GrpcSession::new(
+                    shard.clone(),
+                    peers.clone(),
+                    node.clone(),
+                    shared.mailbox().clone(),
+                    settings.clone(),
+                )
+            };
             match tls {
                 // Only a peer may get past the limit: without peer TLS, no
                 // need to read the ClientHello to know this is no peer.
@@ -116,24 +119,29 @@ pub async fn serve(
                         .is_some_and(|mut a| a.any(|p| p == PEER_ALPN));
                     match tls.peer.as_ref().filter(|_| offers_peer) {
                         Some(p) => {
-                            let s = PeerSession::new(shard, peers, node, shared.mailbox().clone());
+                            let s = PeerSession::new(
+                                shard.clone(),
+                                peers.clone(),
+                                node.clone(),
+                                shared.mailbox().clone(),
+                            );
                             c.drive_tls(&mut stream, hello, &p.server, s, input).await;
                         }
                         None if refuse => registry.count(Guard::ConnectionLimit),
                         None => {
                             shard.connection_opened(Interface::Grpc);
+                            let s = grpc();
                             c.drive_tls(&mut stream, hello, &tls.grpc, s, input).await;
                             shard.connection_closed(Interface::Grpc);
                         }
                     }
                 }
-                // A TLS client of a plaintext node: the HTTP/2 layer
-                // finds no preface and says so.
                 _ if refuse => {
                     registry.count(Guard::ConnectionLimit);
                     // A TLS client could not read a plaintext GOAWAY: it is
                     // just closed.
                     if !speaks_tls {
+                        let mut s = grpc();
                         let msg = format!(
                             "connection limit reached (--max-connections {})",
                             node.config.max_connections
@@ -144,14 +152,18 @@ pub async fn serve(
                 }
                 Some(_) => {
                     registry.count(Guard::PlaintextRefused);
+                    let mut s = grpc();
                     s.go_away(
                         ErrorCode::InadequateSecurity,
                         b"this node requires TLS (it was started with --tls-cert)",
                     );
                     let _ = stream.write_all(s.output()).await;
                 }
+                // Plaintext, or a TLS client of a plaintext node (the
+                // HTTP/2 layer finds no preface and says so).
                 None => {
                     shard.connection_opened(Interface::Grpc);
+                    let mut s = grpc();
                     let _ =
                         driver::drive(&mut stream, &mut s, &shared, Some(&registry), input).await;
                     shard.connection_closed(Interface::Grpc);

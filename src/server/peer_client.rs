@@ -46,7 +46,6 @@ use crate::protocol::CacheOp;
 use crate::runtime::{self, Stream};
 use crate::shard::{InTransit, Reply, ReplyTo, Shard};
 use bytes::BytesMut;
-use rustls::pki_types::ServerName;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -502,10 +501,7 @@ impl PeerClient {
         let _ = stream.set_write_timeout(self.settings.timeout);
         let _ = stream.set_unacked_timeout(UNACKED_TIMEOUT);
         let now = Instant::now();
-        let tls = self.settings.tls.as_ref().and_then(|t| {
-            let configs = t.current();
-            configs.peer.as_ref().map(|p| p.client.clone())
-        });
+        let tls = self.settings.tls.as_ref().and_then(|t| t.peer_client());
         let mut s = ClientSession {
             client: self.clone(),
             // Over TLS the peer ALPN says what the magic says in plaintext.
@@ -531,8 +527,7 @@ impl PeerClient {
         };
         // The peer's certificate must chain to --peer-ca and name the
         // address we reach it at.
-        let name = ServerName::IpAddress(self.addr.ip().into());
-        let tls = match rustls::ClientConnection::new(config, name) {
+        let tls = match rustls::ClientConnection::new(config, crate::tls::peer_name(self.addr)) {
             Ok(tls) => tls,
             Err(e) => return format!("TLS set-up: {e}"),
         };

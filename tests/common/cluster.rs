@@ -26,6 +26,35 @@ pub fn ring_of(addrs: &[SocketAddr]) -> Ring {
 
 /// `n` nodes of a static cluster on free loopback ports, node ids
 /// `{id_prefix}{i}`, each with `extra` flags; and their addresses.
+/// Writes 60 keys through `first` and reads each back through every
+/// client of `others` (named for the message). The keys have owners all
+/// over the ring of `addrs` (asserted), so each crosses a peer connection.
+pub async fn write_then_read_across(
+    addrs: &[SocketAddr],
+    first: &mut super::CacheClient<tonic::transport::Channel>,
+    others: Vec<(String, super::CacheClient<tonic::transport::Channel>)>,
+) {
+    let ring = ring_of(addrs);
+    let mut owners = vec![0usize; addrs.len()];
+    for i in 0..60 {
+        let key = format!("key-{i}");
+        super::set(first, "", &key, key.as_bytes()).await;
+        let owner = ring.owner(b"", key.as_bytes()).addr;
+        owners[addrs.iter().position(|a| *a == owner).unwrap()] += 1;
+    }
+    assert!(owners.iter().all(|&n| n > 0), "keys per owner: {owners:?}");
+    for (name, mut c) in others {
+        for i in 0..60 {
+            let key = format!("key-{i}");
+            assert_eq!(
+                super::get(&mut c, "", &key).await.as_deref(),
+                Some(key.as_bytes()),
+                "{key} through {name}"
+            );
+        }
+    }
+}
+
 /// The `--peers` value naming `addrs`.
 pub fn peer_list(addrs: &[SocketAddr]) -> String {
     addrs
